@@ -1,0 +1,163 @@
+"""Run configuration: a profile (configs/profiles/*.yaml) + a method's named variant
+(configs/variants/<method>.yaml) + overrides -> one validated, plain dict.
+
+Every name and value is checked before any work: an unknown name is an error that lists
+the valid ones.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .paths import CONFIGS
+
+SECTIONS = ("data", "model", "train")
+
+
+def _yaml(path: Path) -> dict:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def list_profiles() -> list[str]:
+    return sorted(p.stem for p in (CONFIGS / "profiles").glob("*.yaml"))
+
+
+def load_profile(name: str) -> dict:
+    path = CONFIGS / "profiles" / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown profile {name!r}; valid: {list_profiles()}")
+    return _yaml(path)
+
+
+def load_variants(method: str) -> dict[str, dict]:
+    path = CONFIGS / "variants" / f"{method}.yaml"
+    return _yaml(path) if path.is_file() else {"full": {"cfg": {}}}
+
+
+def list_variants(method: str) -> list[str]:
+    return list(load_variants(method))
+
+
+def _merge(base: dict, over: dict, where: str) -> dict:
+    """Recursive merge; a key not in `base` is an error listing the valid keys."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if key not in out:
+            raise ValueError(f"unknown setting {where}{key!r}; valid: {sorted(out)}")
+        if isinstance(out[key], dict) and isinstance(value, dict) and key != "synth":
+            out[key] = _merge(out[key], value, f"{where}{key}.")
+        else:
+            if not _same_kind(out[key], value):
+                raise TypeError(f"setting {where}{key} = {value!r}: expected a value like "
+                                f"{out[key]!r} ({type(out[key]).__name__})")
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def dotted_to_nested(overrides: dict) -> dict:
+    """{"train.epochs": 2} -> {"train": {"epochs": 2}}; nested dicts pass through."""
+    out: dict = {}
+    for key, value in overrides.items():
+        node = out
+        *heads, last = key.split(".")
+        for h in heads:
+            node = node.setdefault(h, {})
+        if isinstance(value, dict) and isinstance(node.get(last), dict):
+            node[last].update(value)
+        else:
+            node[last] = value
+    return out
+
+
+def resolve(method: str, variant: str = "full", dataset: str | None = None,
+            profile: str = "quick", seed: int = 0, data_root: str | None = None,
+            overrides: dict | None = None, run_id: str | None = None) -> dict:
+    """The full configuration of one run, validated."""
+    from .data import DATASETS
+    from .methods import method_class
+    from .methods.base import config_fields
+
+    prof = load_profile(profile)
+    cls = method_class(method)  # raises with the list of methods
+    variants = load_variants(method)
+    if variant not in variants:
+        raise ValueError(f"unknown variant {variant!r} of {method!r}; valid: {list(variants)}")
+    dataset = dataset or prof["dataset"]
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; valid: {sorted(DATASETS)}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+
+    base = {s: prof[s] for s in SECTIONS}
+    base["method"] = {}
+    cfg = _merge(base, {s: v for s, v in prof.get("methods", {}).get(method, {}).items()},
+                 f"profile {profile} methods.{method}.")
+    # The method's own settings: its Config fields, set by the profile's model section,
+    # then the variant, then overrides.
+    valid = config_fields(cls.Config)
+    method_cfg = {k: v for k, v in cfg["model"].items() if k in valid}
+    method_cfg["input_size"] = cfg["data"]["crop"]
+    method_cfg.update(variants[variant].get("cfg", {}))
+    cfg["method"] = {**valid, **method_cfg}
+    over = dotted_to_nested(overrides or {})
+    if "model" in over:  # model.* is shorthand for method.* backbone settings
+        over.setdefault("method", {}).update(over.pop("model"))
+    unknown = sorted(set(over) - set(SECTIONS) - {"method"})
+    if unknown:
+        raise ValueError(f"unknown override section(s) {unknown}; valid: "
+                         f"{sorted(SECTIONS) + ['method']} (e.g. 'train.epochs')")
+    cfg = _merge(cfg, over, "")
+    if "crop" in over.get("data", {}) and "input_size" not in over.get("method", {}):
+        cfg["method"]["input_size"] = cfg["data"]["crop"]
+    cfg["model"] = {k: cfg["method"][k] for k in ("backbone", "weights")}
+    _check_combinations(cls, cfg)
+
+    run = {"method": method, "variant": variant, "dataset": dataset, "profile": profile,
+           "seed": seed, "data_root": data_root, "overrides": overrides or {}}
+    cfg = {**run, **cfg}
+    cfg["config_hash"] = config_hash(cfg)
+    cfg["run_id"] = run_id or default_run_id(cfg)
+    return cfg
+
+
+def _check_combinations(cls: type, cfg: dict) -> None:
+    t = cfg["train"]
+    if t["schedule"] not in ("cosine", "step"):
+        raise ValueError(f"train.schedule {t['schedule']!r}; valid: ['cosine', 'step']")
+    if cls.pair_mode and t["batch_size"] % 2:
+        raise ValueError(f"method {cls.name!r} needs same-class pairs in each batch: "
+                         f"train.batch_size must be even, got {t['batch_size']}")
+    if cfg["data"]["crop"] > cfg["data"]["resize"]:
+        raise ValueError(f"data.crop {cfg['data']['crop']} is larger than data.resize "
+                         f"{cfg['data']['resize']}")
+    for key in ("epochs", "batch_size"):
+        if t[key] < 1:
+            raise ValueError(f"train.{key} must be >= 1, got {t[key]}")
+
+
+def config_hash(cfg: dict) -> str:
+    """Hash of everything that changes the result (not the run id, paths or worker count)."""
+    keep = {k: v for k, v in cfg.items() if k not in ("run_id", "config_hash", "data_root",
+                                                       "overrides")}
+    keep["train"] = {k: v for k, v in keep["train"].items() if k not in ("num_workers",)}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def default_run_id(cfg: dict) -> str:
+    rid = f"{cfg['profile']}-{cfg['dataset']}-{cfg['method']}-{cfg['variant']}-s{cfg['seed']}"
+    return rid + (f"-{cfg['config_hash'][:6]}" if cfg["overrides"] else "")

@@ -1,0 +1,68 @@
+"""FGVC-Aircraft 2013b (Maji et al. 2013), variant level (100 classes).
+
+Layout (``root`` may be ``fgvc-aircraft-2013b`` itself or its parent)::
+
+    fgvc-aircraft-2013b/data/
+      images/<image_id>.jpg
+      variants.txt                      one variant name per line (defines the class order)
+      images_variant_trainval.txt       <image_id> <variant name>   6,667 lines
+      images_variant_test.txt           <image_id> <variant name>   3,333 lines
+      images_variant_train.txt / _val.txt   (the halves of trainval; not used by the standard protocol)
+      images_box.txt                    <image_id> <xmin> <ymin> <xmax> <ymax>   (1-based, optional here)
+
+The standard protocol trains on **trainval** (6,667) and tests on test (3,333); training on
+``train`` alone (3,334) is a known mistake in FGVC code. Every image carries a copyright
+banner about 20 px high along its bottom edge: ``remove_banner=True`` (default) sets
+``Split.crop_bottom = 20`` so the loader cuts it off before any transform. Boxes stay in
+original (uncropped) pixels.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .base import DatasetNotFound, MalformedIndex, Sample, Split, read_rows, require_file, xyxy1_to_xywh
+
+NAME = "FGVC-Aircraft"
+BANNER_PX = 20
+HOW_TO_GET = ("Get it with `python -m fgvc.data download aircraft --root R` (the Oxford VGG archive "
+              "fgvc-aircraft-2013b.tar.gz), or extract that archive so that "
+              "R/fgvc-aircraft-2013b/data/variants.txt exists.")
+FIX = "Re-extract fgvc-aircraft-2013b.tar.gz (or re-run `python -m fgvc.data download aircraft`)."
+
+
+def find_aircraft_dir(root: str | os.PathLike) -> Path:
+    """The ``data`` folder of the dataset, under `root` or `root/fgvc-aircraft-2013b`."""
+    root = Path(root).expanduser()
+    for cand in (root / "data", root / "fgvc-aircraft-2013b" / "data", root):
+        if (cand / "variants.txt").is_file():
+            return cand.resolve()
+    where = "does not exist" if not root.exists() else "has no data/variants.txt (nor fgvc-aircraft-2013b/data/variants.txt)"
+    raise DatasetNotFound(f"{NAME} not found: {root} {where}.\n{HOW_TO_GET}")
+
+
+def load_aircraft(root: str | os.PathLike, remove_banner: bool = True) -> Split:
+    """Read FGVC-Aircraft (variant level, trainval/test) into a :class:`Split`."""
+    data = find_aircraft_dir(root)
+    classes = [line.strip() for line in require_file(data / "variants.txt", NAME, HOW_TO_GET)
+               .read_text(encoding="utf-8").splitlines() if line.strip()]
+    index = {name: i for i, name in enumerate(classes)}
+
+    boxes = {}
+    if (data / "images_box.txt").is_file():
+        for image_id, x1, y1, x2, y2 in read_rows(data / "images_box.txt", (str, float, float, float, float),
+                                                  NAME, how_to_fix=FIX):
+            boxes[image_id] = xyxy1_to_xywh(x1, y1, x2, y2)
+
+    def read(split: str) -> list[Sample]:
+        path = require_file(data / f"images_variant_{split}.txt", NAME, HOW_TO_GET)
+        out = []
+        for image_id, variant in read_rows(path, (str, str), NAME, text_last=True, how_to_fix=FIX):
+            if variant not in index:
+                raise MalformedIndex(f"{NAME}: variant {variant!r} of image {image_id} in {path} "
+                                     f"is not listed in {data / 'variants.txt'}. {FIX}")
+            out.append(Sample(str(data / "images" / f"{image_id}.jpg"), index[variant], boxes.get(image_id)))
+        return out
+
+    return Split(train=read("trainval"), test=read("test"), classes=classes,
+                 crop_bottom=BANNER_PX if remove_banner else 0)

@@ -1,0 +1,67 @@
+"""What every method shares: a config dataclass, a backbone, a dict-returning forward, a loss.
+
+A method is an `nn.Module` whose `forward(x, target=None)` returns a dict with `logits`
+(the prediction used at test time) plus auxiliary outputs in training, and whose
+`loss(out, target)` returns `(total, {name: value})`. Ablations are fields of the
+method's `Config` dataclass; the named variants in configs/variants/ set them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models import Backbone, build_backbone
+
+
+@dataclass
+class MethodConfig:
+    backbone: str = "resnet50"
+    weights: str = "none"          # "imagenet", "none" or a path to a state_dict
+    input_size: int = 448          # training crop; methods whose layers depend on it build for it
+
+
+class Method(nn.Module):
+    """Base class. Subclasses set `name`, `Config`, and override `forward` and `loss`."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = MethodConfig
+    # None, or the paired-sampler mode the method needs: "adjacent" (batch[2k], batch[2k+1]
+    # share a label) or "halves" (batch[i] and batch[i + B/2] share a label).
+    pair_mode: ClassVar[str | None] = None
+
+    def __init__(self, num_classes: int, cfg: MethodConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.backbone: Backbone = build_backbone(cfg.backbone, cfg.weights)
+
+    # -- parameters --------------------------------------------------------------------
+    def pretrained_parameters(self) -> list[nn.Parameter]:
+        """Parameters that came with pretrained weights (trained at a lower lr if set)."""
+        return list(self.backbone.parameters()) if self.backbone.pretrained else []
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        old = {id(p) for p in self.pretrained_parameters()}
+        return [p for p in self.parameters() if id(p) not in old]
+
+    # -- Grad-CAM ----------------------------------------------------------------------
+    def cam_target_layers(self) -> list[nn.Module]:
+        """Layers whose activations Grad-CAM uses; default: the last backbone stage."""
+        return [self.backbone.stages[-1]]
+
+    # -- to override -------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> dict:
+        raise NotImplementedError
+
+    def loss(self, out: dict, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        ce = F.cross_entropy(out["logits"], target)
+        return ce, {"ce": ce.detach()}
+
+
+def config_fields(cls: type) -> dict[str, object]:
+    """Field name -> default of a method's Config dataclass."""
+    return {f.name: f.default for f in fields(cls)}

@@ -1,0 +1,3 @@
+from .backbones import BACKBONES, Backbone, build_backbone
+
+__all__ = ["BACKBONES", "Backbone", "build_backbone"]

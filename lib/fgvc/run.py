@@ -1,0 +1,162 @@
+"""One run of the study: config -> data -> method -> fit -> test once -> run records.
+
+Writes `results/runs/<run_id>/config.json`, `history.csv` (after every epoch) and, when the
+run is complete, `metrics.json`; checkpoints go to `checkpoints_dir()/<run_id>/`. A run whose
+`metrics.json` exists is complete and is not run again; a run restarted with the same run id
+resumes from its last checkpoint.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
+
+from . import io
+from .config import resolve
+from .engine import FitState, dist_info, epoch_seed, evaluate, fit, peak_memory_mb, seed_everything
+from .methods import create_method, method_class
+from .paths import checkpoints_dir, resolve as resolve_path, results_dir
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed_everything(torch.initial_seed() % 2**31)
+
+
+def build_data_for(cfg: dict):
+    """The DataBundle of a resolved config."""
+    from .data import build_data
+
+    d = cfg["data"]
+    return build_data(cfg["dataset"], cfg["data_root"], resize=d["resize"], crop=d["crop"],
+                      val_fraction=d["val_fraction"], seed=cfg["seed"], rotation=d["rotation"],
+                      vflip=d["vflip"], remove_banner=d["remove_banner"],
+                      skip_bad_images=d["skip_bad_images"], synth=d["synth"])
+
+
+def make_loaders(bundle, cfg: dict, pair_mode: str | None):
+    """(train_loader_fn(epoch), val_loader, test_loader); train batches are global-size / world."""
+    from .data.samplers import PairedBatchSampler
+
+    t, seed = cfg["train"], cfg["seed"]
+    rank, world = dist_info()
+    if t["batch_size"] % world:
+        raise ValueError(f"train.batch_size {t['batch_size']} is not divisible by the "
+                         f"{world} processes")
+    per_rank = t["batch_size"] // world
+    pin = torch.cuda.is_available()
+    common = dict(num_workers=t["num_workers"], pin_memory=pin, worker_init_fn=_seed_worker)
+
+    def train_loader(epoch: int) -> DataLoader:
+        if pair_mode:
+            batches = PairedBatchSampler(bundle.train.targets, per_rank, mode=pair_mode,
+                                         seed=seed, num_replicas=world, rank=rank)
+        else:
+            sampler = DistributedSampler(bundle.train, world, rank, shuffle=True, seed=seed,
+                                         drop_last=True)
+            sampler.set_epoch(epoch)
+            batches = BatchSampler(sampler, per_rank, drop_last=True)
+        if hasattr(batches, "set_epoch"):
+            batches.set_epoch(epoch)
+        g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+        return DataLoader(bundle.train, batch_sampler=batches, generator=g, **common)
+
+    def eval_loader(ds) -> DataLoader:
+        shard = torch.utils.data.Subset(ds, range(rank, len(ds), world)) if world > 1 else ds
+        return DataLoader(shard, batch_size=t["eval_batch_size"], shuffle=False, **common)
+
+    return train_loader, eval_loader(bundle.val), eval_loader(bundle.test)
+
+
+def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None = None,
+        progress: bool = True, **resolve_kwargs) -> dict:
+    """Run one configuration to completion (or resume it); returns its metrics.
+
+    Pass a resolved `cfg`, or the arguments of `fgvc.config.resolve` (method, variant, ...).
+    """
+    cfg = cfg or resolve(**resolve_kwargs)
+    rank, world = dist_info()
+    run_dir = results_dir() / "runs" / cfg["run_id"]
+    ckpt_dir = checkpoints_dir() / cfg["run_id"]
+    if (run_dir / "metrics.json").is_file():
+        done = io.read_json(run_dir / "metrics.json")
+        if done.get("config_hash") == cfg["config_hash"]:
+            return done
+    if rank == 0:
+        io.write_json(run_dir / "config.json", cfg)
+    start = time.time()
+    seed_everything(cfg["seed"])
+    device = pick_device(cfg["train"]["device"])
+    if cfg["data_root"]:
+        cfg = {**cfg, "data_root": str(resolve_path(cfg["data_root"]))}
+    bundle = build_data_for(cfg)
+    model = create_method(cfg["method"], bundle.num_classes, **cfg["method"]).to(device)
+    if device.type == "cuda" and cfg["train"]["channels_last"] in ("auto", True):
+        model = model.to(memory_format=torch.channels_last)
+    core = model
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True)
+    if cfg["train"]["compile"]:
+        model = torch.compile(model)
+    pair_mode = method_class(cfg["method"]).pair_mode
+    train_loader_fn, val_loader, test_loader = make_loaders(bundle, cfg, pair_mode)
+
+    def record(state: FitState) -> None:
+        if rank == 0:
+            io.write_text(run_dir / "history.csv", pd.DataFrame(state.history).to_csv(index=False))
+        if on_epoch is not None:
+            on_epoch(state)
+
+    state = fit(model, train_loader_fn, val_loader, cfg["train"], device, ckpt_dir,
+                seed=cfg["seed"], config_hash=cfg["config_hash"], on_epoch=record,
+                progress=progress and rank == 0)
+    # Test once, with the checkpoint selected on validation.
+    best = torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=True)
+    core.load_state_dict(best["model"])
+    amp = device.type == "cuda" and cfg["train"]["amp"] in ("auto", True)
+    val = evaluate(model, val_loader, device, amp=amp, max_steps=cfg["train"]["max_steps"])
+    test = evaluate(model, test_loader, device, amp=amp, max_steps=cfg["train"]["max_steps"])
+    hist = state.history
+    train_s = sum(h["train_seconds"] for h in hist)
+    metrics = {
+        "run_id": cfg["run_id"], "config_hash": cfg["config_hash"],
+        "method": cfg["method"], "variant": cfg["variant"], "dataset": cfg["dataset"],
+        "profile": cfg["profile"], "seed": cfg["seed"],
+        "val_top1": val["top1"], "val_top5": val["top5"],
+        "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["loss"],
+        "best_epoch": state.best_epoch, "epochs": state.epoch,
+        "n_train": len(bundle.train), "n_val": len(bundle.val), "n_test": len(bundle.test),
+        "num_classes": bundle.num_classes,
+        "bad_images_skipped": len(bundle.bad_images),
+        "params": sum(p.numel() for p in core.parameters()),
+        "wall_time_s": time.time() - start,
+        "train_time_s": train_s,
+        "train_images_per_s": sum(h["train_images"] for h in hist) / max(train_s, 1e-9),
+        "peak_memory_mb": peak_memory_mb(device),
+        "device": str(device), "world_size": world,
+        "torch": torch.__version__, "python": platform.python_version(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if rank == 0:
+        io.write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def load_run(run_dir: str | Path) -> dict:
+    """config and metrics of a finished run folder."""
+    run_dir = Path(run_dir)
+    return {"config": io.read_json(run_dir / "config.json"),
+            "metrics": io.read_json(run_dir / "metrics.json")}
