@@ -103,28 +103,25 @@ def resolve(method: str, variant: str = "full", dataset: str | None = None,
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed must be an integer, got {seed!r}")
 
-    base = {s: prof[s] for s in SECTIONS}
-    base["method"] = {}
-    cfg = _merge(base, {s: v for s, v in prof.get("methods", {}).get(method, {}).items()},
-                 f"profile {profile} methods.{method}.")
-    # The method's own settings: its Config fields, set by the profile's model section,
-    # then the variant, then overrides.
+    # `model` holds every field of the method's Config (backbone, weights, input_size and the
+    # method's own switches): profile, then the profile's per-method section, then the
+    # variant, then the overrides; input_size follows data.crop unless set.
+    base = {s: copy.deepcopy(prof[s]) for s in SECTIONS}
     valid = config_fields(cls.Config)
-    method_cfg = {k: v for k, v in cfg["model"].items() if k in valid}
-    method_cfg["input_size"] = cfg["data"]["crop"]
-    method_cfg.update(variants[variant].get("cfg", {}))
-    cfg["method"] = {**valid, **method_cfg}
-    over = dotted_to_nested(overrides or {})
-    if "model" in over:  # model.* is shorthand for method.* backbone settings
-        over.setdefault("method", {}).update(over.pop("model"))
-    unknown = sorted(set(over) - set(SECTIONS) - {"method"})
+    unknown = sorted(set(base["model"]) - set(valid))
     if unknown:
-        raise ValueError(f"unknown override section(s) {unknown}; valid: "
-                         f"{sorted(SECTIONS) + ['method']} (e.g. 'train.epochs')")
+        raise ValueError(f"profile {profile}: model setting(s) {unknown} unknown; valid: {sorted(valid)}")
+    base["model"] = {**valid, **base["model"]}
+    cfg = _merge(base, prof.get("methods", {}).get(method) or {}, f"profile {profile} methods.{method}.")
+    cfg = _merge(cfg, {"model": variants[variant].get("cfg", {})}, f"variant {variant}: ")
+    over = dotted_to_nested(overrides or {})
+    unknown = sorted(set(over) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"unknown override section(s) {unknown}; valid: {list(SECTIONS)} "
+                         "(e.g. 'train.epochs', 'model.backbone')")
     cfg = _merge(cfg, over, "")
-    if "crop" in over.get("data", {}) and "input_size" not in over.get("method", {}):
-        cfg["method"]["input_size"] = cfg["data"]["crop"]
-    cfg["model"] = {k: cfg["method"][k] for k in ("backbone", "weights")}
+    if "input_size" not in over.get("model", {}):
+        cfg["model"]["input_size"] = cfg["data"]["crop"]
     _check_combinations(cls, cfg)
 
     run = {"method": method, "variant": variant, "dataset": dataset, "profile": profile,

@@ -101,7 +101,7 @@ def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None 
     if cfg["data_root"]:
         cfg = {**cfg, "data_root": str(resolve_path(cfg["data_root"]))}
     bundle = build_data_for(cfg)
-    model = create_method(cfg["method"], bundle.num_classes, **cfg["method"]).to(device)
+    model = create_method(cfg["method"], bundle.num_classes, **cfg["model"]).to(device)
     if device.type == "cuda" and cfg["train"]["channels_last"] in ("auto", True):
         model = model.to(memory_format=torch.channels_last)
     core = model

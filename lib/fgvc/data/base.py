@@ -39,6 +39,15 @@ class BadImage(Exception):
         super().__init__(f"{self.path}: {reason}")
 
 
+class CorruptImagesError(RuntimeError):
+    """Some images of a dataset cannot be decoded; `.bad` lists ``(path, reason)`` for each."""
+
+    def __init__(self, bad: Sequence[tuple[str, str]], hint: str = ""):
+        self.bad = list(bad)
+        lines = [f"{len(self.bad)} unreadable image(s):"] + [f"  {p}: {r}" for p, r in self.bad]
+        super().__init__("\n".join(lines + ([hint] if hint else [])))
+
+
 @dataclass(frozen=True)
 class Sample:
     """One image of a dataset. Boxes are (x, y, w, h) and parts (x, y, visible), in original pixels."""

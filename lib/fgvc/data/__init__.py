@@ -1,0 +1,128 @@
+"""Datasets of the study: loaders for the official on-disk layouts, and :func:`build_data`.
+
+    >>> bundle = build_data("synthbirds", resize=128, crop=112)     # doctest: +SKIP
+    >>> bundle.train[0][0].shape                                     # doctest: +SKIP
+    torch.Size([3, 112, 112])
+
+Every loader returns a :class:`Split` (official train/test, class names, boxes/parts);
+:func:`build_data` adds the seeded stratified validation split carved from train, the
+shared transforms, and a one-time scan for unreadable images. Command line:
+``python -m fgvc.data {check,download,generate} ...`` (see ``__main__.py``).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .aircraft import load_aircraft
+from .base import (BadImage, CorruptImagesError, DatasetNotFound, ImageDataset, MalformedIndex, Sample, Split,
+                   load_rgb, scan_images)
+from .cars import load_cars
+from .cub import load_cub
+from .samplers import PairedBatchSampler
+from .splits import stratified_split
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms, denormalize
+
+
+def load_synthbirds(root: str | os.PathLike, seed: int = 0, **size_kwargs) -> Split:
+    """Generate SynthBirds in CUB layout under `root` if absent, then read it with :func:`load_cub`."""
+    from . import synthbirds  # lazy: written in parallel, and generation needs nothing else from here
+
+    return load_cub(synthbirds.ensure(root, seed=seed, **size_kwargs))
+
+
+DATASETS: dict[str, Callable[..., Split]] = {
+    "cub": load_cub,
+    "cars": load_cars,
+    "aircraft": load_aircraft,
+    "synthbirds": load_synthbirds,
+}
+
+
+def default_root(name: str) -> Path:
+    """Where dataset `name` lives by default: ``fgvc.paths.data_dir() / name``."""
+    from fgvc.paths import data_dir
+
+    return data_dir() / name
+
+
+def _check_name(name: str) -> None:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(DATASETS))}")
+
+
+@dataclass
+class DataBundle:
+    """Everything a run needs from the data side."""
+
+    train: ImageDataset
+    val: ImageDataset
+    test: ImageDataset
+    classes: list[str]
+    num_classes: int
+    split: Split
+    bad_images: list[tuple[str, str]] = field(default_factory=list)
+
+
+def load_split(name: str, root: str | os.PathLike | None = None, *, remove_banner: bool = True,
+               synth: dict | None = None) -> Split:
+    """The official Split of dataset `name` (root relative to the repository root; default per name)."""
+    from fgvc.paths import resolve
+
+    _check_name(name)
+    root = resolve(root) if root is not None else default_root(name)
+    if name == "aircraft":
+        return load_aircraft(root, remove_banner=remove_banner)
+    if name == "synthbirds":
+        return load_synthbirds(root, **(synth or {}))
+    return DATASETS[name](root)
+
+
+def build_data(name: str, root: str | os.PathLike | None = None, *, resize: int, crop: int,
+               val_fraction: float = 0.1, seed: int = 0, rotation: float = 0.0, vflip: bool = False,
+               hflip: bool = True, remove_banner: bool = True, check_images: bool = True,
+               skip_bad_images: bool = False, synth: dict | None = None) -> DataBundle:
+    """Load dataset `name`, carve a stratified validation split from train, attach transforms.
+
+    - `root`: dataset root (relative paths are taken from the repository root); default
+      ``default_root(name)``.
+    - `val_fraction`, `seed`: validation split (see :func:`stratified_split`); test is untouched.
+    - `check_images`: decode every image once before training. A bad image (missing,
+      truncated, unreadable) raises :class:`CorruptImagesError` listing each path and reason,
+      unless `skip_bad_images`, which drops them and records them in ``bundle.bad_images``.
+    - `remove_banner`: FGVC-Aircraft only; `synth`: keyword arguments for SynthBirds generation.
+    """
+    split = load_split(name, root, remove_banner=remove_banner, synth=synth)
+    bad: list[tuple[str, str]] = []
+    if check_images:
+        bad = scan_images(split.train + split.test, split.crop_bottom)
+        if bad and not skip_bad_images:
+            raise CorruptImagesError(bad, "Fix or remove these files, or pass skip_bad_images=True to skip them.")
+        bad_paths = {p for p, _ in bad}
+        split = Split(train=[s for s in split.train if s.path not in bad_paths],
+                      test=[s for s in split.test if s.path not in bad_paths],
+                      classes=split.classes, part_names=split.part_names, crop_bottom=split.crop_bottom)
+
+    train_idx, val_idx = stratified_split([s.label for s in split.train], val_fraction, seed)
+    train_tf = build_transforms(resize, crop, train=True, rotation=rotation, hflip=hflip, vflip=vflip)
+    eval_tf = build_transforms(resize, crop, train=False)
+    cb = split.crop_bottom
+    return DataBundle(
+        train=ImageDataset([split.train[i] for i in train_idx], train_tf, cb),
+        val=ImageDataset([split.train[i] for i in val_idx], eval_tf, cb),
+        test=ImageDataset(split.test, eval_tf, cb),
+        classes=split.classes,
+        num_classes=len(split.classes),
+        split=split,
+        bad_images=bad,
+    )
+
+
+__all__ = [
+    "BadImage", "CorruptImagesError", "DATASETS", "DataBundle", "DatasetNotFound", "IMAGENET_MEAN", "IMAGENET_STD",
+    "ImageDataset", "MalformedIndex", "PairedBatchSampler", "Sample", "Split", "build_data", "build_transforms",
+    "default_root", "denormalize", "load_aircraft", "load_cars", "load_cub", "load_rgb", "load_split",
+    "load_synthbirds", "scan_images", "stratified_split",
+]

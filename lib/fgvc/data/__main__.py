@@ -1,0 +1,61 @@
+"""Command line for the datasets.
+
+    python -m fgvc.data check NAME [--root R] [--scan]     verify a dataset root against the manifest
+    python -m fgvc.data download NAME [--root R]           fetch + verify + extract (cub, aircraft);
+                                                           for cars: says which files to place where
+    python -m fgvc.data generate synthbirds [--root R] [--seed S]
+
+NAME is one of cub, cars, aircraft, synthbirds. A relative --root is taken from the current
+directory; without --root the default ``data/<name>`` of the repository (env FGVC_DATA) is used.
+Exit status: 0 on success, 1 on a problem (missing dataset, count mismatch, bad checksum).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import DATASETS, default_root
+from .base import DatasetNotFound
+from .download import ChecksumMismatch, check, download
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fgvc.data", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("check", help="load a dataset and compare split counts with the manifest")
+    p.add_argument("name", choices=sorted(DATASETS))
+    p.add_argument("--root", type=Path)
+    p.add_argument("--scan", action="store_true", help="also decode every image to find corrupt files")
+    p = sub.add_parser("download", help="download, verify and extract a dataset")
+    p.add_argument("name", choices=sorted(DATASETS))
+    p.add_argument("--root", type=Path)
+    p.add_argument("--keep-archive", action="store_true", help="keep the archive after extraction")
+    p = sub.add_parser("generate", help="generate the embedded synthetic dataset")
+    p.add_argument("name", choices=["synthbirds"])
+    p.add_argument("--root", type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    root = args.root.expanduser().resolve() if args.root else default_root(args.name)
+    try:
+        if args.command == "check":
+            report = check(args.name, root, scan=args.scan)
+            print(report)
+            return 0 if report.ok else 1
+        if args.command == "download":
+            print(f"dataset ready at {download(args.name, root, keep_archive=args.keep_archive)}")
+            report = check(args.name, root)
+            print(report)
+            return 0 if report.ok else 1
+        from . import synthbirds
+
+        print(f"SynthBirds (seed {args.seed}) ready at {synthbirds.ensure(root, seed=args.seed)}")
+        return 0
+    except (DatasetNotFound, ChecksumMismatch, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""Fetch, verify and extract the public datasets; check any dataset root against the manifest.
+
+``manifest.json`` (beside this file) lists, per dataset, its archives (name, URL, size,
+checksums, with ``"unknown"`` where we could not verify a value) and the expected split
+counts. A download goes to ``<archive>.part`` and is resumed with an HTTP Range request
+when the server supports it; only a fully fetched file whose checksums match is renamed
+to its final name and extracted (``tarfile`` with the ``data`` filter, so no path escapes
+the root). A marker file ``.<archive>.extracted`` records a finished extraction.
+Stanford Cars has no public source: :func:`download` explains which files to place where.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tqdm.auto import tqdm
+
+from .base import DatasetNotFound, Split, scan_images
+
+MANIFEST_PATH = Path(__file__).with_name("manifest.json")
+CHUNK = 1 << 20
+
+
+class ChecksumMismatch(RuntimeError):
+    """A fetched file does not match the checksum recorded in the manifest."""
+
+
+def load_manifest() -> dict:
+    """The dataset manifest (see module docstring)."""
+    return json.loads(MANIFEST_PATH.read_text())
+
+
+def known(value):
+    """`value`, or None when the manifest marks it unknown."""
+    return None if value in (None, "", "unknown") else value
+
+
+def file_hashes(path: str | os.PathLike, algorithms: tuple[str, ...] = ("md5", "sha256")) -> dict[str, str]:
+    """Hex digests of a file, read once in chunks."""
+    hs = {a: hashlib.new(a) for a in algorithms}
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            for h in hs.values():
+                h.update(block)
+    return {a: h.hexdigest() for a, h in hs.items()}
+
+
+def fetch(url: str, dest: str | os.PathLike, timeout: float = 60.0) -> Path:
+    """Download `url` to `dest` through ``dest.part``, resuming a previous partial download.
+
+    If the server ignores the Range request (status 200, or a ``file://`` URL) the partial
+    file is restarted from zero. `dest` appears only once the transfer is complete.
+    """
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    offset = part.stat().st_size if part.exists() else 0
+    req = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        resumed = offset > 0 and getattr(resp, "status", None) == 206
+        if not resumed:
+            offset = 0
+        length = resp.headers.get("Content-Length")
+        total = offset + int(length) if length else None
+        with open(part, "ab" if resumed else "wb") as f, tqdm(
+            total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name
+        ) as bar:
+            for block in iter(lambda: resp.read(CHUNK), b""):
+                f.write(block)
+                bar.update(len(block))
+    os.replace(part, dest)
+    return dest
+
+
+def verify(path: str | os.PathLike, entry: dict) -> dict[str, str]:
+    """Check `path` against the manifest `entry` (size, md5, sha256 where known).
+
+    Returns the computed digests. Raises :class:`ChecksumMismatch` on any known mismatch.
+    """
+    path = Path(path)
+    size = known(entry.get("size_bytes"))
+    if size is not None and path.stat().st_size != int(size):
+        raise ChecksumMismatch(f"{path}: size {path.stat().st_size} bytes, expected {size}")
+    got = file_hashes(path)
+    for algo in ("md5", "sha256"):
+        want = known(entry.get(algo))
+        if want is not None and got[algo] != want.lower():
+            raise ChecksumMismatch(f"{path}: {algo} {got[algo]}, expected {want}")
+    return got
+
+
+def extract(archive: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Extract a tar archive (any compression) into `dest`, refusing unsafe members."""
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+
+
+def download(name: str, root: str | os.PathLike | None = None, *, manifest: dict | None = None,
+             fetcher: Callable[[str, Path], Path] = fetch, keep_archive: bool = False,
+             log: Callable[[str], None] = print) -> Path:
+    """Fetch, verify and extract dataset `name` into `root` (default: ``default_root(name)``).
+
+    Skips what is already done (extraction marker present). A checksum mismatch deletes the
+    bad file and raises :class:`ChecksumMismatch`. For Stanford Cars (no public source) it
+    raises :class:`DatasetNotFound` with placement instructions unless the files are there.
+    """
+    from . import default_root  # lazy: fgvc.data imports this module's users
+
+    manifest = manifest or load_manifest()
+    if name not in manifest or name.startswith("_"):
+        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(k for k in manifest if not k.startswith('_'))}")
+    info = manifest[name]
+    root = Path(root).expanduser() if root is not None else default_root(name)
+    if name == "cars":
+        from .cars import instructions, missing_files
+
+        if missing_files(root):
+            raise DatasetNotFound(instructions(root))
+        log(f"{info['title']}: all files in place under {root}")
+        return root
+    if not info.get("downloadable"):
+        raise ValueError(f"{name} is not downloaded: " + ("generate it with `python -m fgvc.data generate synthbirds`"
+                                                         if name == "synthbirds" else "see data/README.md"))
+    root.mkdir(parents=True, exist_ok=True)
+    for entry in info["archives"]:
+        archive = root / entry["filename"]
+        marker = root / f".{entry['filename']}.extracted"
+        if marker.exists():
+            log(f"{entry['filename']}: already extracted in {root}")
+            continue
+        if not archive.exists():
+            log(f"fetching {entry['url']}")
+            fetcher(entry["url"], archive)
+        try:
+            digests = verify(archive, entry)
+        except ChecksumMismatch:
+            archive.unlink(missing_ok=True)
+            raise
+        unverified = [a for a in ("md5", "sha256") if known(entry.get(a)) is None]
+        if unverified:
+            log(f"{entry['filename']}: no known {'/'.join(unverified)} to verify against; computed "
+                + ", ".join(f"{a}={digests[a]}" for a in unverified) + " (compare with the dataset page)")
+        log(f"extracting {archive} into {root}")
+        extract(archive, root)
+        marker.write_text(json.dumps(digests) + "\n")
+        if not keep_archive:
+            archive.unlink()
+    return root
+
+
+@dataclass
+class CheckReport:
+    """Result of :func:`check`: counts found and every problem (empty `problems`: all good)."""
+
+    name: str
+    root: Path
+    split: Split | None = None
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __str__(self) -> str:
+        lines = [f"{self.name} at {self.root}"]
+        if self.split is not None:
+            s = self.split
+            lines.append(f"  train {len(s.train)}  test {len(s.test)}  classes {len(s.classes)}"
+                         + (f"  parts {len(s.part_names)}" if s.part_names else "")
+                         + (f"  crop_bottom {s.crop_bottom}" if s.crop_bottom else ""))
+        lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  PROBLEM: {p}" for p in self.problems]
+        lines.append("  OK" if self.ok else f"  {len(self.problems)} problem(s)")
+        return "\n".join(lines)
+
+
+def check(name: str, root: str | os.PathLike | None = None, *, scan: bool = False,
+          manifest: dict | None = None) -> CheckReport:
+    """Load dataset `name` and compare its split counts with the manifest's expected counts.
+
+    With ``scan=True`` every image is also decoded once and each bad one is a problem.
+    A missing dataset is reported as a problem carrying the DatasetNotFound message.
+    """
+    from . import DATASETS, default_root
+
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
+    manifest = manifest or load_manifest()
+    root = Path(root).expanduser() if root is not None else default_root(name)
+    report = CheckReport(name, root)
+    try:
+        split = DATASETS[name](root) if name != "synthbirds" else _load_existing_synthbirds(root)
+    except DatasetNotFound as e:
+        report.problems.append(str(e))
+        return report
+    report.split = split
+    expected = (manifest.get(name) or {}).get("expected") or {}
+    found = {"train": len(split.train), "test": len(split.test), "classes": len(split.classes),
+             "parts": len(split.part_names or [])}
+    for key in ("train", "test", "classes", "parts"):
+        if key in expected and expected[key] != found[key]:
+            report.problems.append(f"{key}: found {found[key]}, expected {expected[key]}")
+    if name == "cars":
+        report.notes += _check_cars_label_file(root, manifest)
+    if scan:
+        for path, reason in scan_images(split.train + split.test, split.crop_bottom):
+            report.problems.append(f"bad image {path}: {reason}")
+    return report
+
+
+def _load_existing_synthbirds(root: Path) -> Split:
+    """`check synthbirds` inspects what is on disk; it never generates."""
+    from .cub import load_cub
+
+    try:
+        return load_cub(root)
+    except DatasetNotFound as e:
+        raise DatasetNotFound(f"{e}\nSynthBirds is generated, not downloaded: "
+                              f"`python -m fgvc.data generate synthbirds --root {root}`") from None
+
+
+def _check_cars_label_file(root: Path, manifest: dict) -> list[str]:
+    from .cars import TEST_ANNOS, _base, _test_annos
+
+    path = _test_annos(_base(root))
+    entry = next((a for a in manifest["cars"]["archives"] if a["filename"] == TEST_ANNOS), None)
+    if path is None or entry is None or known(entry.get("md5")) is None:
+        return []
+    md5 = file_hashes(path, ("md5",))["md5"]
+    if md5 == entry["md5"]:
+        return [f"{TEST_ANNOS}: md5 matches the original file"]
+    return [f"{TEST_ANNOS}: md5 {md5} differs from the original file's {entry['md5']} "
+            "(a re-saved mirror copy may still be correct; the split counts above are what matter)"]

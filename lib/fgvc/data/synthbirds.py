@@ -1,0 +1,647 @@
+"""SynthBirds: a procedural fine-grained bird dataset, written in the CUB_200_2011 layout.
+
+Generative model
+----------------
+Classes are genera x species (class index = genus * species_per_genus + species).
+
+* A **genus** fixes the body plan and the palette: body length/height, head size and
+  position, tail shape (fan, square, pointed) and length, leg length, and the colours of
+  body, head, wing, tail, belly, beak and legs (hue spread by the golden ratio, so genera
+  are far apart). The genus level is meant to be easy.
+* A **species** is a code over seven small discriminative parts, each with three variants:
+  beak (short / long / hooked), crown patch (plain / red / yellow), eye (plain / white ring /
+  white brow), throat patch (plain / white / orange), breast (plain / streaked / spotted),
+  wing (plain / one bar / two bars), tail tip (plain / white / rufous). Species of a genus
+  share everything else. Codes are drawn near a per-genus base code so that every two
+  species of a genus differ in at least ``min_part_diff`` (default 2) and, if possible, at
+  most ``max_part_diff`` (default 3) parts: erasing any one part leaves another that still
+  tells them apart. Each marking covers well under 1% of the image.
+* An **image** draws one bird of its class with individual and nuisance variation:
+  plumage colour jitter, pose (head, tail and wing angles), rotation, scale, position,
+  horizontal flip; a gradient background with clutter (leaves, twigs, blobs, blobs in
+  genus colours, and bird-part-like distractors: red/yellow caps, white rings and bars,
+  beak triangles, orange/white bibs, spots), an optional perch, optional foreground
+  occluders, then white balance / brightness / contrast / lighting-gradient jitter and
+  pixel noise. Drawing is done with PIL at 2x and box-downsampled; JPEG quality is fixed.
+
+Ground truth: the 15 CUB part keypoints (a bird facing right shows its right side, so the
+far eye and wing are not visible; keypoints under an occluder are not visible; invisible
+parts are written ``0.0 0.0 0`` as in CUB) and the bird's bounding box.
+
+Determinism: everything comes from numpy Generators seeded with (seed, tag, ...): genus g
+from (seed, 1, g), image k of class c in split s from (seed, 2, c, s, k). So the same seed
+and parameters give byte-identical files, adding genera/species/images leaves existing
+ones unchanged, and the test set does not depend on ``train_per_class``.
+
+Difficulty knobs (keyword arguments of :func:`generate`, :func:`ensure`, :func:`spec`; see
+``DEFAULT_DIFFICULTY``): ``part_scale``, ``part_contrast``, ``min_part_diff``,
+``max_part_diff``, ``scale_min``/``scale_max``, ``rotation``, ``pose``, ``flip``,
+``clutter``, ``part_distractors``, ``occlusion``, ``color_jitter``, ``noise``.
+"""
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+GENERATOR_VERSION: int = 1
+META_FILE = "synthbirds.json"
+JPEG_QUALITY = 90
+SUPERSAMPLE = 2
+
+PARTS = ("back", "beak", "belly", "breast", "crown", "forehead", "left eye", "left leg",
+         "left wing", "nape", "right eye", "right leg", "right wing", "tail", "throat")  # CUB's 15
+ATTRIBUTES: dict[str, tuple[str, ...]] = {  # discriminative part -> variants
+    "beak": ("short", "long", "hooked"),
+    "crown": ("plain", "red", "yellow"),
+    "eye": ("plain", "ring", "brow"),
+    "throat": ("plain", "white", "orange"),
+    "breast": ("plain", "streaked", "spotted"),
+    "wing": ("plain", "one_bar", "two_bars"),
+    "tail": ("plain", "white_tip", "rufous_tip"),
+}
+ATTRIBUTE_KEYPOINTS = {"beak": ["beak"], "crown": ["crown"], "eye": ["left eye", "right eye"],
+                       "throat": ["throat"], "breast": ["breast"], "wing": ["left wing", "right wing"],
+                       "tail": ["tail"]}
+GENUS_NAMES = ("Finch", "Warbler", "Sparrow", "Tanager", "Wren", "Vireo", "Shrike", "Thrush",
+               "Oriole", "Bunting", "Flycatcher", "Grosbeak", "Kinglet", "Junco", "Towhee", "Swallow")
+
+DEFAULT_SIZE: dict[str, int] = dict(n_genera=4, species_per_genus=4, train_per_class=150,
+                                    test_per_class=50, image_size=96)
+DEFAULT_DIFFICULTY: dict[str, float] = dict(
+    part_scale=1.0,        # size of the species markings (beak, crown, eye ring, bars, ...)
+    part_contrast=1.0,     # 1: pure marking colours; 0: markings blend into the plumage
+    min_part_diff=2,       # every two species of a genus differ in at least this many parts
+    max_part_diff=3,       # ... and at most this many (relaxed only if impossible)
+    scale_min=0.45,        # bird length (beak to tail) as a fraction of the image width
+    scale_max=0.8,
+    rotation=30.0,         # max |rotation| in degrees
+    pose=1.0,              # multiplier of head / tail / wing angle jitter
+    flip=0.5,              # probability of facing left
+    clutter=1.0,           # mean number of background distractors is 10 * clutter
+    part_distractors=0.4,  # fraction of distractors shaped and coloured like bird parts
+    occlusion=0.3,         # probability of foreground occluders over the bird
+    color_jitter=1.0,      # strength of plumage, white-balance, brightness, lighting jitter
+    noise=0.02,            # std of additive pixel noise (0..1 scale)
+)
+
+MARK = {"red": (215, 35, 30), "yellow": (245, 215, 40), "white": (245, 245, 238),
+        "orange": (240, 135, 30), "rufous": (190, 90, 35), "dark": (35, 28, 25)}
+_BEAKS = [(45, 42, 40), (225, 180, 50), (200, 120, 60), (130, 120, 110)]
+_LEGS = [(70, 60, 55), (190, 140, 120), (150, 120, 60)]
+
+
+# ----------------------------------------------------------------------------- spec
+
+def spec(seed: int = 0, difficulty: Mapping[str, float] | None = None, **size: Any) -> dict:
+    """The full, JSON-able description of a SynthBirds set (what `ensure` compares).
+
+    ``size`` takes the keys of DEFAULT_SIZE and, as a shortcut, DEFAULT_DIFFICULTY keys.
+    """
+    diff = dict(DEFAULT_DIFFICULTY)
+    sz = dict(DEFAULT_SIZE)
+    for k, v in {**(difficulty or {}), **size}.items():
+        if k in DEFAULT_SIZE:
+            sz[k] = int(v)
+        elif k in DEFAULT_DIFFICULTY:
+            diff[k] = type(DEFAULT_DIFFICULTY[k])(v)
+        else:
+            raise ValueError(f"unknown SynthBirds parameter {k!r}; valid: "
+                             f"{sorted(DEFAULT_SIZE) + sorted(DEFAULT_DIFFICULTY)}")
+    if sz["image_size"] < 16 or min(sz["n_genera"], sz["species_per_genus"]) < 1:
+        raise ValueError(f"bad SynthBirds size {sz}")
+    return {"generator_version": GENERATOR_VERSION, "seed": int(seed), **sz, "difficulty": diff}
+
+
+def _hsv(h: float, s: float, v: float) -> np.ndarray:
+    return np.array(colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0), 1), min(max(v, 0), 1))) * 255
+
+
+def genus_definition(seed: int, g: int) -> dict:
+    """Body plan and palette of genus g (independent of how many genera there are)."""
+    rng = np.random.default_rng([seed, 1, g])
+    h = (0.07 + 0.618034 * g + rng.uniform(-0.04, 0.04)) % 1.0
+    s = rng.uniform(0.45, 0.8)
+    shape = str(rng.choice(["fan", "square", "pointed"]))
+    w0 = rng.uniform(0.06, 0.1)
+    w1 = w0 * {"fan": rng.uniform(1.6, 2.2), "square": rng.uniform(1.0, 1.3), "pointed": rng.uniform(0.2, 0.4)}[shape]
+    name = GENUS_NAMES[g % len(GENUS_NAMES)] + (str(g // len(GENUS_NAMES) + 1) if g >= len(GENUS_NAMES) else "")
+    wing = _hsv(h + rng.uniform(-0.05, 0.05), rng.uniform(0.3, 0.7), rng.uniform(0.22, 0.42))
+    return {
+        "name": name,
+        "body_a": rng.uniform(0.42, 0.56), "body_b": rng.uniform(0.2, 0.32),
+        "head_r": rng.uniform(0.15, 0.21), "head_dx": rng.uniform(0.7, 0.85), "head_dy": rng.uniform(0.7, 0.95),
+        "tail_shape": shape, "tail_len": rng.uniform(0.3, 0.6) * (1.3 if shape == "pointed" else 1.0),
+        "tail_w0": w0, "tail_w1": w1, "leg_len": rng.uniform(0.12, 0.32),
+        "palette": {  # dark head/wing/tail and light belly, so every marking colour contrasts
+            "body": _hsv(h, s, rng.uniform(0.5, 0.75)).round().tolist(),
+            "head": _hsv(h + rng.uniform(-0.08, 0.08), rng.uniform(0.3, 0.7), rng.uniform(0.25, 0.45)).round().tolist(),
+            "wing": wing.round().tolist(),
+            "tail": (wing * rng.uniform(0.85, 1.0)).round().tolist(),
+            "belly": _hsv(h + rng.uniform(-0.1, 0.1), rng.uniform(0.08, 0.3), rng.uniform(0.8, 0.95)).round().tolist(),
+            "beak": list(_BEAKS[rng.integers(len(_BEAKS))]),
+            "legs": list(_LEGS[rng.integers(len(_LEGS))]),
+        },
+    }
+
+
+def class_definitions(seed: int = 0, n_genera: int = 4, species_per_genus: int = 4,
+                      min_part_diff: int = 2, max_part_diff: int = 3, **_: Any) -> list[dict]:
+    """One dict per class: name, genus, markings {part: variant} and discriminative parts.
+
+    A class's discriminative parts are those in which it differs from at least one other
+    species of its genus (the parts a classifier must look at to tell it from its siblings).
+    """
+    names = list(ATTRIBUTES)
+    n_attr, n_var = len(names), 3
+    if min_part_diff > n_attr:
+        raise ValueError(f"min_part_diff={min_part_diff} > number of parts {n_attr}")
+    out = []
+    for g in range(n_genera):
+        rng = np.random.default_rng([seed, 3, g])
+        base = rng.integers(n_var, size=n_attr)
+        codes: list[np.ndarray] = []
+        hi = max(max_part_diff, min_part_diff)
+        tries = 0
+        while len(codes) < species_per_genus:
+            code = base.copy()
+            flip = rng.random(n_attr) < 0.3
+            code[flip] = (code[flip] + rng.integers(1, n_var, size=int(flip.sum()))) % n_var
+            d = [int((code != c).sum()) for c in codes]
+            if all(min_part_diff <= x <= hi for x in d):
+                codes.append(code)
+            tries += 1
+            if tries % 2000 == 0:  # the bound cannot be met for this many species: relax it
+                hi += 1
+                if hi > n_attr + 1:
+                    raise ValueError(f"cannot make {species_per_genus} species differing in >= {min_part_diff} parts")
+        genus = genus_definition(seed, g)["name"]
+        for s, code in enumerate(codes):
+            others = [c for j, c in enumerate(codes) if j != s]
+            disc = [names[i] for i in range(n_attr) if any(c[i] != code[i] for c in others)]
+            letter = chr(65 + s) if s < 26 else f"{s + 1:02d}"
+            out.append({"name": f"{genus}_{letter}", "genus": g, "species": s,
+                        "markings": {names[i]: ATTRIBUTES[names[i]][code[i]] for i in range(n_attr)},
+                        "discriminative_parts": disc,
+                        "discriminative_keypoints": sorted({k for a in disc for k in ATTRIBUTE_KEYPOINTS[a]})})
+    return out
+
+
+# ----------------------------------------------------------------------------- geometry
+
+_CIRCLE = np.stack([np.cos(np.linspace(0, 2 * np.pi, 28, endpoint=False)),
+                    np.sin(np.linspace(0, 2 * np.pi, 28, endpoint=False))], 1)
+
+
+def _rot(p: np.ndarray, ang: float, c=(0.0, 0.0)) -> np.ndarray:
+    ca, sa = np.cos(ang), np.sin(ang)
+    c = np.asarray(c, dtype=float)
+    return (np.asarray(p, dtype=float) - c) @ np.array([[ca, sa], [-sa, ca]]) + c
+
+
+def _ell(c, a: float, b: float, ang: float = 0.0) -> np.ndarray:
+    return _rot(_CIRCLE * (a, b), ang) + c
+
+
+def _seg(c, r: float, t0: float, t1: float, n: int = 10) -> np.ndarray:
+    """Circular segment (arc from t0 to t1 degrees, closed by its chord)."""
+    t = np.radians(np.linspace(t0, t1, n))
+    return np.asarray(c) + r * np.stack([np.cos(t), np.sin(t)], 1)
+
+
+def _bar(p0, p1, w: float) -> np.ndarray:
+    p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
+    d = p1 - p0
+    n = np.array([-d[1], d[0]]) / (np.hypot(*d) + 1e-9) * w / 2
+    return np.stack([p0 + n, p1 + n, p1 - n, p0 - n])
+
+
+def _mix(under, over, a: float) -> tuple:
+    return tuple(np.asarray(under) * (1 - a) + np.asarray(over) * a)
+
+
+class Sample(NamedTuple):
+    image: Image.Image
+    box: tuple[float, float, float, float]        # x, y, w, h in pixels
+    parts: list[tuple[float, float, int]]          # per PARTS: x, y, visible
+
+
+def _bird(gen: dict, marks: dict, d: dict, rng: np.random.Generator):
+    """Polygons (canonical frame: facing +x, y down, body centre at 0) and keypoints."""
+    cj, ps, pc, pose = d["color_jitter"], d["part_scale"], d["part_contrast"], d["pose"]
+    dh, ds, dv = rng.normal(0, 0.02 * cj), rng.uniform(1 - 0.15 * cj, 1 + 0.15 * cj), rng.uniform(1 - 0.15 * cj, 1 + 0.15 * cj)
+
+    def col(rgb):  # individual plumage variation: one HSV shift for the whole bird
+        h, s, v = colorsys.rgb_to_hsv(*(np.asarray(rgb) / 255))
+        return tuple(_hsv(h + dh, s * ds, v * dv))
+
+    pal = {k: col(v) for k, v in gen["palette"].items()}
+    j = lambda x: x * rng.uniform(0.93, 1.07)  # noqa: E731 - individual shape variation
+    A, B, R = j(gen["body_a"]), j(gen["body_b"]), j(gen["head_r"])
+    head_ang = rng.normal(0, 0.25 * pose)
+    tail_ang = rng.normal(0.15, 0.2 * pose)
+    wing_ang = rng.normal(0, 0.12 * pose)
+    polys: list[tuple[np.ndarray, tuple]] = []
+    kp: dict[str, np.ndarray] = {}
+    put = lambda p, c: polys.append((np.asarray(p, float), c))  # noqa: E731
+
+    # legs (far leg first, darker), ending at the feet
+    ll = j(gen["leg_len"])
+    feet = {}
+    for side, x0, shade in (("far", -0.08 * A, 0.75), ("near", 0.1 * A, 1.0)):
+        top = np.array([x0, 0.8 * B])
+        foot = top + _rot([0, ll], rng.normal(0, 0.15 * pose))
+        c = tuple(np.asarray(pal["legs"]) * shade)
+        put(_bar(top, foot, 0.035), c)
+        put(_bar(foot + (-0.04, 0), foot + (0.07, 0), 0.025), c)
+        feet[side] = foot
+
+    # tail: a quad in tail coordinates (u along the tail, v across), rotated about its base
+    base = np.array([-0.82 * A, -0.15 * B])
+    L, w0, w1 = j(gen["tail_len"]), gen["tail_w0"], gen["tail_w1"]
+    tail_pt = lambda u, v: _rot([[-u * L, v]], tail_ang)[0] + base  # noqa: E731
+    wu = lambda u: w0 + (w1 - w0) * u  # noqa: E731
+    put([tail_pt(0, -w0), tail_pt(1, -w1), tail_pt(1, w1), tail_pt(0, w0)], pal["tail"])
+    if marks["tail"] != "plain":
+        f = min(0.22 * ps, 0.9)
+        put([tail_pt(1 - f, -wu(1 - f)), tail_pt(1, -w1), tail_pt(1, w1), tail_pt(1 - f, wu(1 - f))],
+            _mix(pal["tail"], MARK["white" if marks["tail"] == "white_tip" else "rufous"], pc))
+    kp["tail"] = tail_pt(0.6, 0)
+
+    # body and light belly
+    put(_ell((0, 0), A, B), pal["body"])
+    put(_rot(_seg((0, 0), 1, 15, 165, 14) * (A * 0.97, B * 0.97), 0), pal["belly"])
+    kp["back"], kp["belly"] = np.array([-0.1 * A, -0.9 * B]), np.array([0.0, 0.75 * B])
+
+    # breast markings on the front of the belly
+    bc = np.array([0.5 * A, 0.45 * B])
+    kp["breast"] = bc
+    dark = _mix(pal["belly"], MARK["dark"], pc)
+    if marks["breast"] == "streaked":
+        for dx, dy in ((-0.12, -0.05), (0.0, -0.08), (0.12, -0.04), (-0.06, 0.06), (0.07, 0.05)):
+            p = bc + np.array([dx * A, dy * 2 * B]) * ps
+            put(_bar(p - (0.02 * ps, -0.035 * ps), p + (0.02 * ps, 0.035 * ps), 0.022 * ps), dark)
+    elif marks["breast"] == "spotted":
+        for dx, dy in ((-0.12, -0.05), (0.0, -0.08), (0.12, -0.04), (-0.06, 0.06), (0.07, 0.05)):
+            put(_ell(bc + np.array([dx * A, dy * 2 * B]) * ps, 0.022 * ps, 0.022 * ps), dark)
+
+    # near wing: a teardrop pointing back, rotated about the shoulder; bars across it
+    shoulder = np.array([0.35 * A, -0.35 * B])
+    wc, wa, wb = np.array([-0.12 * A, -0.1 * B]), 0.62 * A, 0.5 * B
+    wing = _CIRCLE * (wa, wb)
+    wing[:, 0] *= np.where(wing[:, 0] < 0, 1.35, 1.0)
+    wing = _rot(wing, -0.12) + wc
+    put(_rot(wing, wing_ang, shoulder), pal["wing"])
+    bars = {"plain": [], "one_bar": [0.35], "two_bars": [0.2, 0.5]}[marks["wing"]]
+    for u in bars:  # u: position from the front of the wing
+        x = wa * (1 - 2 * u)
+        hh = wb * np.sqrt(max(1 - (x / wa) ** 2, 0)) * 0.85
+        bar = _rot(_bar((x, -hh), (x - 0.05, hh), 0.06 * ps), -0.12) + wc
+        put(_rot(bar, wing_ang, shoulder), _mix(pal["wing"], MARK["white"], pc))
+    kp["wing"] = _rot([wc], wing_ang, shoulder)[0]
+
+    # head group (drawn in head coordinates, then rotated about the neck)
+    hpolys: list[tuple[np.ndarray, tuple]] = []
+    hk: dict[str, np.ndarray] = {}
+    hput = lambda p, c: hpolys.append((np.asarray(p, float), c))  # noqa: E731
+    hput(_ell((0, 0), R, R), pal["head"])
+    if marks["crown"] != "plain":
+        span = min(50 * ps, 85)
+        hput(_seg((0, 0), R * 1.01, -100 - span, -100 + span), _mix(pal["head"], MARK[marks["crown"]], pc))
+    if marks["throat"] != "plain":
+        span = min(42 * ps, 80)
+        hput(_seg((0, 0), R * 1.01, 70 - span, 70 + span), _mix(pal["head"], MARK[marks["throat"]], pc))
+    eye = np.array([0.35 * R, -0.18 * R])
+    white = _mix(pal["head"], MARK["white"], pc)
+    if marks["eye"] == "ring":
+        hput(_ell(eye, (0.17 + 0.15 * ps) * R, (0.17 + 0.15 * ps) * R), white)
+    elif marks["eye"] == "brow":
+        hput(_bar(eye + (-0.75 * R, -0.3 * R), eye + (0.35 * R, -0.33 * R), 0.16 * ps * R), white)
+    hput(_ell(eye, 0.15 * R, 0.15 * R), (15, 12, 10))
+    b0 = np.array([0.9 * R, 0.1 * R])
+    bl, bw = {"short": (0.5, 0.3), "long": (1.15, 0.16), "hooked": (0.75, 0.24)}[marks["beak"]]
+    bl *= R * ps ** 0.5
+    bw *= R
+    if marks["beak"] == "hooked":
+        beak = [b0 + (0, -bw), b0 + (0.7 * bl, -0.6 * bw), b0 + (bl, 0.15 * bw), b0 + (0.85 * bl, 0.7 * bw),
+                b0 + (0.55 * bl, 0.3 * bw), b0 + (0, bw)]
+    else:
+        beak = [b0 + (0, -bw), b0 + (bl, 0.15 * bw), b0 + (0, bw)]
+    hput(_rot(beak, -0.1, b0), pal["beak"])
+    hk["beak"] = b0 + (0.4 * bl, 0.0)
+    hk["eye"] = eye
+    for name, t, r in (("crown", -100, 0.85), ("forehead", -35, 0.85), ("nape", -165, 0.85), ("throat", 70, 0.75)):
+        hk[name] = r * R * np.array([np.cos(np.radians(t)), np.sin(np.radians(t))])
+    hc = np.array([gen["head_dx"] * A, -gen["head_dy"] * B])
+    neck = np.array([0.55 * A, -0.45 * B])
+    put(_bar(neck, hc, 1.3 * R), pal["head"])  # neck joining head and body
+    polys += [(_rot(p + hc, head_ang, neck), c) for p, c in hpolys]
+    kp.update({k: _rot([v + hc], head_ang, neck)[0] for k, v in hk.items()})
+    kp["far leg"], kp["near leg"] = feet["far"], feet["near"]
+    return polys, kp
+
+
+# ----------------------------------------------------------------------------- rendering
+
+def _random_colour(rng) -> np.ndarray:
+    return _hsv(rng.random(), rng.uniform(0.1, 0.6), rng.uniform(0.3, 0.9))
+
+
+def _distractor(draw: ImageDraw.ImageDraw, rng, S: int, part_like: bool, palettes: list[dict]) -> None:
+    """One clutter shape at a random place; part-like ones mimic the species markings."""
+    c = rng.uniform(0, S, 2)
+    r = S * rng.uniform(0.02, 0.1)
+    if part_like:
+        kind = rng.integers(6)
+        col = tuple(int(x) for x in [MARK["red"], MARK["yellow"], MARK["white"], MARK["orange"],
+                                     palettes[rng.integers(len(palettes))]["beak"], MARK["dark"]][kind])
+        r = S * rng.uniform(0.015, 0.04)
+        a = rng.uniform(0, 2 * np.pi)
+        if kind in (0, 1, 3):     # cap / bib: a circular segment
+            t = np.degrees(a)
+            p = _seg(c, r * 1.6, t - 60, t + 60)
+        elif kind == 2:           # white ring or bar
+            if rng.random() < 0.5:
+                draw.ellipse([*(c - r), *(c + r)], outline=col, width=max(1, int(r * 0.5)))
+                return
+            p = _bar(c, c + _rot([[r * 2.5, 0]], a)[0], r * 0.6)
+        elif kind == 4:           # beak triangle
+            p = _rot([[0, -r * 0.6], [r * 2.2, 0], [0, r * 0.6]], a) + c
+        else:                     # dark spots / streaks
+            for _ in range(3):
+                q = c + rng.normal(0, r, 2)
+                draw.ellipse([*(q - r * 0.35), *(q + r * 0.35)], fill=col)
+            return
+    else:
+        kind = rng.integers(4)
+        if kind == 0:             # leaf
+            col = _hsv(rng.uniform(0.15, 0.4), rng.uniform(0.3, 0.8), rng.uniform(0.25, 0.7))
+            p = _ell(c, r * 1.6, r * 0.6, rng.uniform(0, np.pi))
+        elif kind == 1:           # twig
+            col = _hsv(rng.uniform(0.05, 0.12), rng.uniform(0.3, 0.6), rng.uniform(0.2, 0.5))
+            p = _bar(c, c + _rot([[r * 5, 0]], rng.uniform(0, 2 * np.pi))[0], r * 0.25)
+        elif kind == 2:           # star-ish blob
+            n = rng.integers(5, 9)
+            t = np.sort(rng.uniform(0, 2 * np.pi, n))
+            rr = r * rng.uniform(0.5, 1.3, n)
+            p = c + np.stack([rr * np.cos(t), rr * np.sin(t)], 1)
+            col = _random_colour(rng)
+        else:                     # blob in some genus' colour (so colour alone is not the genus)
+            pal = palettes[rng.integers(len(palettes))]
+            col = np.asarray(pal[["body", "head", "wing", "belly"][rng.integers(4)]])
+            p = _ell(c, r, r * rng.uniform(0.4, 1.0), rng.uniform(0, np.pi))
+    draw.polygon(p.ravel().tolist(), fill=tuple(int(x) for x in col))
+
+
+def render(cls: dict, genus: dict, palettes: list[dict], rng: np.random.Generator,
+           image_size: int = 96, **difficulty: float) -> Sample:
+    """Draw one image of class `cls` (from class_definitions) with its ground truth."""
+    d = {**DEFAULT_DIFFICULTY, **difficulty}
+    S = image_size * SUPERSAMPLE
+    # background: a two-colour linear gradient
+    c0, c1 = _random_colour(rng), _random_colour(rng)
+    t = rng.uniform(0, 2 * np.pi)
+    g = (np.cos(t) * np.arange(S)[None, :] + np.sin(t) * np.arange(S)[:, None]) / S
+    g = (g - g.min()) / (np.ptp(g) + 1e-9)
+    img = Image.fromarray((c0 + (c1 - c0) * g[..., None]).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+
+    # bird geometry: flip, rotate, scale to the drawn size, then place fully inside the image
+    polys, kp = _bird(genus, cls["markings"], d, rng)
+    flip = rng.random() < d["flip"]
+    ang = np.radians(rng.uniform(-d["rotation"], d["rotation"]))
+    frac = rng.uniform(d["scale_min"], d["scale_max"])
+    allp = np.concatenate([p for p, _ in polys])
+    sx = np.array([-1.0 if flip else 1.0, 1.0])
+    M = lambda p: _rot(np.asarray(p) * sx, ang)  # noqa: E731
+    scale = frac * S / np.ptp(allp[:, 0])
+    q = M(allp) * scale
+    margin = 0.02 * S
+    scale *= min(1.0, (S - 2 * margin) / np.ptp(q, 0).max())  # shrink if it would not fit
+    q = M(allp) * scale
+    lo, hi = q.min(0), q.max(0)
+    off = rng.uniform(margin - lo, np.maximum(S - margin - hi, margin - lo + 1e-6))
+    T = lambda p: M(p) * scale + off  # noqa: E731
+
+    for _ in range(rng.poisson(10 * d["clutter"])):
+        _distractor(draw, rng, S, rng.random() < d["part_distractors"], palettes)
+    if rng.random() < 0.6:  # a perch under the feet
+        feet = T([kp["near leg"], kp["far leg"]]).mean(0) + (0, 0.01 * S)
+        a = ang + rng.normal(0, 0.2)
+        dirv = np.array([np.cos(a), np.sin(a)]) * S * 1.5
+        draw.polygon(_bar(feet - dirv, feet + dirv, S * rng.uniform(0.02, 0.04)).ravel().tolist(),
+                     fill=tuple(int(x) for x in _hsv(rng.uniform(0.05, 0.1), 0.5, rng.uniform(0.2, 0.45))))
+    for p, c in polys:
+        draw.polygon(T(p).ravel().tolist(), fill=tuple(int(round(x)) for x in c))
+
+    # foreground occluders: leaves or a twig over part of the bird
+    mask = None
+    if rng.random() < d["occlusion"]:
+        mask = Image.new("L", (S, S), 0)
+        mdraw = ImageDraw.Draw(mask)
+        for _ in range(rng.integers(1, 3)):
+            c = rng.uniform(lo + off, hi + off)
+            r = (hi - lo).mean() * rng.uniform(0.1, 0.22)
+            if rng.random() < 0.7:
+                p = _ell(c, r * 1.5, r * 0.7, rng.uniform(0, np.pi))
+                col = _hsv(rng.uniform(0.15, 0.4), rng.uniform(0.4, 0.8), rng.uniform(0.25, 0.6))
+            else:
+                p = _bar(c, c + _rot([[r * 6, 0]], rng.uniform(0, 2 * np.pi))[0], r * 0.35)
+                col = _hsv(rng.uniform(0.05, 0.1), 0.5, rng.uniform(0.2, 0.45))
+            draw.polygon(p.ravel().tolist(), fill=tuple(int(x) for x in col))
+            mdraw.polygon(p.ravel().tolist(), fill=255)
+
+    # downsample, then camera / lighting jitter and noise
+    img = img.reduce(SUPERSAMPLE)
+    cj = d["color_jitter"]
+    a = np.asarray(img, dtype=np.float32) / 255
+    gain = rng.normal(1, 0.06 * cj, 3) * rng.uniform(1 - 0.25 * cj, 1 + 0.25 * cj)
+    contrast = rng.uniform(1 - 0.25 * cj, 1 + 0.15 * cj)
+    t = rng.uniform(0, 2 * np.pi)
+    n = image_size
+    ramp = (np.cos(t) * np.arange(n)[None, :] + np.sin(t) * np.arange(n)[:, None]) / n
+    light = 1 + rng.uniform(0, 0.35 * cj) * (ramp - ramp.mean())
+    a = (a - a.mean()) * contrast + a.mean()
+    a = a * gain * light[..., None] + rng.normal(0, d["noise"], a.shape)
+    img = Image.fromarray((np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8))
+
+    # ground truth in output pixels
+    box_lo, box_hi = np.clip((lo + off) / SUPERSAMPLE, 0, n), np.clip((hi + off) / SUPERSAMPLE, 0, n)
+    box = (float(box_lo[0]), float(box_lo[1]), float(box_hi[0] - box_lo[0]), float(box_hi[1] - box_lo[1]))
+    near, far = ("left", "right") if flip else ("right", "left")
+    named = {k: v for k, v in kp.items() if k not in ("eye", "wing", "near leg", "far leg")}
+    named.update({f"{near} eye": kp["eye"], f"{near} wing": kp["wing"],
+                  f"{near} leg": kp["near leg"], f"{far} leg": kp["far leg"]})
+    marr = np.asarray(mask) if mask is not None else None
+    parts = []
+    for name in PARTS:
+        if name not in named:
+            parts.append((0.0, 0.0, 0))
+            continue
+        xy = T([named[name]])[0]
+        ix, iy = np.clip(xy.astype(int), 0, S - 1)
+        if marr is not None and marr[iy, ix]:
+            parts.append((0.0, 0.0, 0))
+        else:
+            x, y = xy / SUPERSAMPLE
+            parts.append((float(x), float(y), 1))
+    return Sample(img, box, parts)
+
+
+# ----------------------------------------------------------------------------- writing
+
+def _write_set(out: Path, sp: dict) -> str:
+    """Write every file of the set `sp` into `out`; return the content hash."""
+    n_g, n_s, img_size = sp["n_genera"], sp["species_per_genus"], sp["image_size"]
+    diff = sp["difficulty"]
+    classes = class_definitions(sp["seed"], n_g, n_s, int(diff["min_part_diff"]), int(diff["max_part_diff"]))
+    genera = [genus_definition(sp["seed"], g) for g in range(n_g)]
+    palettes = [g["palette"] for g in genera]
+    files: dict[str, str] = {}  # relpath -> sha256 of content
+
+    def put(rel: str, data: bytes) -> None:
+        p = out / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        files[rel] = hashlib.sha256(data).hexdigest()
+
+    images, labels, split, boxes, locs = [], [], [], [], []
+    image_id = 0
+    for ci, cls in enumerate(classes):
+        folder = f"{ci + 1:03d}.{cls['name']}"
+        for is_train, count in ((1, sp["train_per_class"]), (0, sp["test_per_class"])):
+            for k in range(count):
+                image_id += 1
+                rng = np.random.default_rng([sp["seed"], 2, ci, is_train, k])
+                s = render(cls, genera[cls["genus"]], palettes, rng, img_size, **diff)
+                buf = io.BytesIO()
+                s.image.save(buf, "JPEG", quality=JPEG_QUALITY, subsampling=0)
+                rel = f"{folder}/{cls['name']}_{'train' if is_train else 'test'}_{k:04d}.jpg"
+                put(f"images/{rel}", buf.getvalue())
+                images.append(f"{image_id} {rel}")
+                labels.append(f"{image_id} {ci + 1}")
+                split.append(f"{image_id} {is_train}")
+                boxes.append(f"{image_id} " + " ".join(f"{v:.1f}" for v in s.box))
+                locs += [f"{image_id} {p + 1} {x:.1f} {y:.1f} {v}" for p, (x, y, v) in enumerate(s.parts)]
+    text = lambda rows: ("\n".join(rows) + "\n").encode()  # noqa: E731
+    put("images.txt", text(images))
+    put("image_class_labels.txt", text(labels))
+    put("train_test_split.txt", text(split))
+    put("classes.txt", text([f"{i + 1} {i + 1:03d}.{c['name']}" for i, c in enumerate(classes)]))
+    put("bounding_boxes.txt", text(boxes))
+    put("parts/parts.txt", text([f"{i + 1} {n}" for i, n in enumerate(PARTS)]))
+    put("parts/part_locs.txt", text(locs))
+    h = _hash(files)
+    meta = {"name": "SynthBirds", "spec": sp, "content_sha256": h, "n_classes": len(classes),
+            "n_images": image_id, "parts": list(PARTS), "attributes": {k: list(v) for k, v in ATTRIBUTES.items()},
+            "attribute_keypoints": ATTRIBUTE_KEYPOINTS, "jpeg_quality": JPEG_QUALITY,
+            "genera": genera, "classes": classes}
+    (out / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    return h
+
+
+def _hash(files: Mapping[str, str]) -> str:
+    return hashlib.sha256("".join(f"{k}\0{files[k]}\n" for k in sorted(files)).encode()).hexdigest()
+
+
+def content_hash(root: str | os.PathLike) -> str:
+    """Recompute the content hash of a set on disk (all files but synthbirds.json)."""
+    root = Path(root)
+    files = {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in root.rglob("*") if p.is_file() and p.name != META_FILE}
+    return _hash(files)
+
+
+def read_meta(root: str | os.PathLike) -> dict | None:
+    """The synthbirds.json of `root`, or None if there is none (or it is unreadable)."""
+    try:
+        return json.loads((Path(root) / META_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _install(tmp: Path, root: Path, sp: dict, force: bool) -> None:
+    """Move the finished set `tmp` to `root`; if another process won the race, keep theirs."""
+    for _ in range(100):
+        try:
+            os.rename(tmp, root)  # atomic; succeeds if root is missing or an empty directory
+            return
+        except OSError:
+            if not root.exists():
+                continue
+            meta = read_meta(root)
+            if meta is None and any(root.iterdir()):
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise FileExistsError(f"{root} exists and is not a SynthBirds set (no {META_FILE}); "
+                                      "refusing to overwrite it. Remove it or choose another root.")
+            if meta is not None and meta.get("spec") == sp and not force:
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
+            force = False  # replace what is there once; a concurrent equal set is then kept
+            trash = root.with_name(f".{root.name}.old-{uuid.uuid4().hex[:8]}")
+            try:
+                os.rename(root, trash)
+            except FileNotFoundError:
+                continue
+            shutil.rmtree(trash, ignore_errors=True)
+    raise OSError(f"could not move the generated set {tmp} to {root}")
+
+
+def generate(root: str | os.PathLike, seed: int = 0, n_genera: int = 4, species_per_genus: int = 4,
+             train_per_class: int = 150, test_per_class: int = 50, image_size: int = 96,
+             difficulty: Mapping[str, float] | None = None, **difficulty_kw: float) -> Path:
+    """Write the whole set into `root` (replacing a SynthBirds set already there); return root.
+
+    Written into a temporary directory beside `root` and renamed into place, so `root` is
+    never half-written. Difficulty knobs: ``difficulty={...}`` or keyword arguments.
+    """
+    sp = spec(seed, difficulty, n_genera=n_genera, species_per_genus=species_per_genus,
+              train_per_class=train_per_class, test_per_class=test_per_class, image_size=image_size,
+              **difficulty_kw)
+    return _build(Path(root), sp, force=True)
+
+
+def _build(root: Path, sp: dict, force: bool) -> Path:
+    root = root.expanduser().absolute()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    try:
+        _write_set(tmp, sp)
+        _install(tmp, root, sp, force)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def ensure(root: str | os.PathLike, seed: int = 0, **size: Any) -> Path:
+    """Generate the set into `root` unless it already holds exactly this spec; return root.
+
+    ``size`` takes the size keys (n_genera, species_per_genus, train_per_class,
+    test_per_class, image_size), difficulty knobs, or ``difficulty={...}``. Safe when two
+    processes call it at once.
+    """
+    sp = spec(seed, size.pop("difficulty", None), **size)
+    root = Path(root)
+    meta = read_meta(root)
+    if meta is not None and meta.get("spec") == sp:
+        return root
+    return _build(root, sp, force=False)
+
+
+def genus_of(root: str | os.PathLike) -> list[int]:
+    """Per class index (0-based, the order of classes.txt), the genus index."""
+    meta = read_meta(root)
+    if meta is None:
+        raise FileNotFoundError(f"{Path(root) / META_FILE} not found: not a SynthBirds root "
+                                "(create one with fgvc.data.synthbirds.ensure(root)).")
+    return [c["genus"] for c in meta["classes"]]

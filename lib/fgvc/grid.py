@@ -1,0 +1,229 @@
+"""Run a grid of (method, variant, dataset, seed) through papermill: the study.
+
+    python -m fgvc.grid --profile quick [--methods baseline,lafe] [--seeds 0,1] [--workers 2]
+
+Each run is one papermill execution of notebooks/10_train.ipynb; its executed notebook is
+saved beside its records in results/runs/<run_id>/. Runs already complete are skipped, a
+failing run is recorded in results/failures.json and the grid goes on; the exit code is
+non-zero if anything failed. A lock per run (results/.locks/) keeps two grids started on
+the same results folder from running the same run twice.
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from . import io
+from .config import list_variants, load_profile, resolve
+from .methods import list_methods
+from .paths import NOTEBOOKS, ROOT, results_dir
+
+TRAIN_NOTEBOOK = NOTEBOOKS / "10_train.ipynb"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    method: str
+    variant: str
+    dataset: str
+    seed: int
+    profile: str
+    overrides: tuple = ()   # sorted (key, value) pairs, hashable
+
+    def config(self) -> dict:
+        return resolve(self.method, self.variant, self.dataset, self.profile, self.seed,
+                       overrides=dict(self.overrides))
+
+
+def _pick(value, every: list) -> list:
+    if value in (None, "all"):
+        return list(every)
+    return list(value)
+
+
+def plan(profile: str, methods=None, variants=None, datasets=None, seeds=None,
+         overrides: dict | None = None) -> list[RunSpec]:
+    """The runs of the grid. Without arguments: the profile's `grid` blocks (or every method
+    x variant x the profile's dataset x its seeds); arguments narrow or replace them."""
+    prof = load_profile(profile)
+    blocks = prof.get("grid") or [{}]
+    over = tuple(sorted((overrides or {}).items()))
+    out: list[RunSpec] = []
+    for block in blocks:
+        for m in _pick(methods or block.get("methods"), list_methods()):
+            for v in _pick(variants or block.get("variants"), list_variants(m)):
+                if v not in list_variants(m):
+                    continue  # a variant name that this method does not have
+                for d in _pick(datasets or block.get("datasets"), [prof["dataset"]]):
+                    for s in _pick(seeds if seeds is not None else block.get("seeds"),
+                                   prof["seeds"]):
+                        spec = RunSpec(m, v, d, int(s), profile, over)
+                        if spec not in out:
+                            out.append(spec)
+    return out
+
+
+def is_complete(cfg: dict) -> bool:
+    path = results_dir() / "runs" / cfg["run_id"] / "metrics.json"
+    return path.is_file() and io.read_json(path).get("config_hash") == cfg["config_hash"]
+
+
+@contextmanager
+def run_lock(run_id: str) -> Iterator[bool]:
+    """Yield True if this process holds the run's lock, False if another process does."""
+    path = results_dir() / ".locks" / f"{run_id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def execute(cfg: dict, threads: int | None = None, log=None) -> None:
+    """Run one configuration through papermill in a subprocess; raise on failure."""
+    run_dir = results_dir() / "runs" / cfg["run_id"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    params = {"method": cfg["method"], "variant": cfg["variant"], "dataset": cfg["dataset"],
+              "data_root": cfg["data_root"] or "", "profile": cfg["profile"],
+              "seed": cfg["seed"], "overrides": cfg["overrides"], "run_id": cfg["run_id"],
+              "progress": False}
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env.setdefault("TQDM_DISABLE", "1")
+    cmd = [sys.executable, "-m", "papermill", str(TRAIN_NOTEBOOK), str(run_dir / "10_train.ipynb"),
+           "-y", json.dumps(params), "--cwd", str(ROOT), "--no-progress-bar", "-k", "python3"]
+    with open(run_dir / "papermill.log", "w") as logf:
+        proc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    if proc.returncode:
+        raise RuntimeError(_error_of(run_dir))
+
+
+def _error_of(run_dir: Path) -> str:
+    """The last error line papermill logged for a failed run."""
+    lines = (run_dir / "papermill.log").read_text(errors="replace").splitlines()
+    errs = [l for l in lines if "Error" in l or "Exception" in l]
+    return (errs[-1] if errs else (lines[-1] if lines else "failed")).strip()[:500]
+
+
+def run_grid(specs: list[RunSpec], workers: int = 1, backend: str = "local",
+             threads: int | None = None, out=sys.stdout) -> dict:
+    """Run every spec not yet complete; return {"done": [...], "skipped": [...], "failed": {...}}."""
+    configs = [s.config() for s in specs]
+    todo = [c for c in configs if not is_complete(c)]
+    result = {"done": [], "skipped": [c["run_id"] for c in configs if c not in todo],
+              "failed": {}, "locked": []}
+    print(f"grid: {len(configs)} runs, {len(result['skipped'])} already complete, "
+          f"{len(todo)} to run with {workers} worker(s) [{backend}]", file=out, flush=True)
+    if backend == "slurm":
+        from .slurm import submit_grid
+        return submit_grid(todo, result, out=out)
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    start = time.time()
+
+    def one(cfg: dict) -> tuple[str, float, str | None]:
+        t0 = time.time()
+        with run_lock(cfg["run_id"]) as mine:
+            if not mine:
+                return "locked", 0.0, None
+            if is_complete(cfg):  # finished by another grid meanwhile
+                return "skipped", 0.0, None
+            try:
+                execute(cfg, threads)
+                return "done", time.time() - t0, None
+            except Exception as e:  # noqa: BLE001 - every failure is recorded, the grid goes on
+                return "failed", time.time() - t0, f"{type(e).__name__}: {e}"
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(one, c): c for c in todo}
+        for i, fut in enumerate(as_completed(futures), 1):
+            cfg = futures[fut]
+            status, secs, err = fut.result()
+            rid = cfg["run_id"]
+            if status == "done":
+                m = io.read_json(results_dir() / "runs" / rid / "metrics.json")
+                msg = f"test top-1 {m['test_top1']:.1f}% (val {m['val_top1']:.1f}%)"
+                result["done"].append(rid)
+            elif status == "failed":
+                msg = f"FAILED: {err}"
+                result["failed"][rid] = err
+            else:
+                msg = "running in another grid" if status == "locked" else "already complete"
+                result["locked" if status == "locked" else "skipped"].append(rid)
+            elapsed = time.time() - start
+            eta = elapsed / i * (len(todo) - i)
+            print(f"[{i}/{len(todo)}] {rid}: {msg} in {secs:.0f} s "
+                  f"(elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min)", file=out, flush=True)
+    write_failures(result["failed"], [c["run_id"] for c in configs])
+    total = time.time() - start
+    print(f"grid: {len(result['done'])} done, {len(result['failed'])} failed, "
+          f"{len(result['skipped'])} skipped, {len(result['locked'])} locked elsewhere; "
+          f"total {total / 60:.1f} min", file=out, flush=True)
+    return result
+
+
+def write_failures(failed: dict[str, str], grid_ids: list[str]) -> Path:
+    """results/failures.json: this grid's failures, plus earlier ones of runs not in it."""
+    path = results_dir() / "failures.json"
+    old = io.read_json(path) if path.is_file() else {}
+    keep = {k: v for k, v in old.items() if k not in grid_ids}
+    keep.update({rid: {"error": err, "log": f"runs/{rid}/papermill.log"}
+                 for rid, err in failed.items()})
+    io.write_json(path, keep)
+    return path
+
+
+def _list(arg: str | None, kind=str):
+    return None if arg is None else [kind(x) for x in arg.split(",") if x]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fgvc.grid", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--methods"), p.add_argument("--variants"), p.add_argument("--datasets")
+    p.add_argument("--seeds")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                   help="override, e.g. --set train.epochs=2 (value parsed as JSON)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="runs at once (default: the profile's grid_workers, else 1)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run")
+    p.add_argument("--backend", choices=["local", "slurm"], default="local")
+    p.add_argument("--plan", action="store_true", help="list the runs and exit")
+    a = p.parse_args(argv)
+    overrides = {}
+    for item in a.set:
+        key, _, val = item.partition("=")
+        try:
+            overrides[key] = json.loads(val)
+        except json.JSONDecodeError:
+            overrides[key] = val
+    specs = plan(a.profile, _list(a.methods), _list(a.variants), _list(a.datasets),
+                 _list(a.seeds, int), overrides)
+    if a.plan:
+        for s in specs:
+            print(s.config()["run_id"])
+        return 0
+    workers = a.workers or load_profile(a.profile).get("grid_workers", 1)
+    result = run_grid(specs, workers=workers, backend=a.backend, threads=a.threads)
+    return 1 if result["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

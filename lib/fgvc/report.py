@@ -1,0 +1,42 @@
+"""Rebuild every table and figure of the study from the run records:
+
+    python -m fgvc.report [--profile quick]
+
+Executes the report notebooks with papermill (their executed copies go to results/reports/).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import papermill as pm
+
+from .paths import NOTEBOOKS, ROOT, results_dir
+
+REPORTS = ["30_report.ipynb", "20_gradcam.ipynb", "40_complexity.ipynb"]
+
+
+def build(profile: str = "quick", notebooks: list[str] | None = None) -> None:
+    out = results_dir() / "reports"
+    out.mkdir(parents=True, exist_ok=True)
+    for name in notebooks or REPORTS:
+        src = NOTEBOOKS / name
+        if not src.is_file():
+            print(f"report: {name} does not exist yet, skipped")
+            continue
+        print(f"report: running {name}", flush=True)
+        pm.execute_notebook(str(src), str(out / name), parameters={"profile": profile},
+                            cwd=str(ROOT), progress_bar=False, kernel_name="python3")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fgvc.report", description=__doc__)
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--only", help="comma-separated notebook names")
+    a = p.parse_args(argv)
+    build(a.profile, a.only.split(",") if a.only else None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
