@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export TQDM_DISABLE ?=
 
-.PHONY: study test lab bench report clean-results setup
+.PHONY: study test lab bench report setup notebooks
 
 setup: $(STAMP)
 
@@ -37,3 +37,10 @@ bench: $(STAMP)
 
 report: $(STAMP)
 	$(BIN)/python -m fgvc.report
+
+## Re-execute the stored notebooks with their tiny default parameters (the outputs nbval
+## compares), writing their run records into a throw-away folder, never into results/.
+notebooks: $(STAMP)
+	tmp=$$(mktemp -d) && for nb in notebooks/*.ipynb; do \
+	  FGVC_RESULTS=$$tmp/results FGVC_CHECKPOINTS=$$tmp/ckpt FGVC_DATA=$$tmp/data TQDM_DISABLE=1 \
+	  $(BIN)/python -m papermill $$nb $$nb --cwd . --no-progress-bar -k python3 || exit 1; done; rm -rf $$tmp

@@ -1,8 +1,7 @@
-import os
-
 import pytest
 
-os.environ.setdefault("TQDM_DISABLE", "1")
+TINY_SYNTH = {"n_genera": 2, "species_per_genus": 2, "train_per_class": 12, "test_per_class": 4}
+TINY = {"train.epochs": 2, "train.max_steps": 3, "train.batch_size": 8, "data.synth": TINY_SYNTH}
 
 
 @pytest.fixture(autouse=True)
@@ -16,7 +15,7 @@ def _one_thread():
 
 @pytest.fixture
 def isolated_results(tmp_path, monkeypatch):
-    """Run records and checkpoints of a test go to tmp_path, never into the repository."""
+    """Run records and checkpoints of a test go to tmp_path (data stays in the session cache)."""
     monkeypatch.setenv("FGVC_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("FGVC_CHECKPOINTS", str(tmp_path / "ckpt"))
     return tmp_path

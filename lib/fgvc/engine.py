@@ -49,6 +49,18 @@ def dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+def _barrier() -> None:
+    """Wait for every rank (no-op outside torch.distributed)."""
+    if dist_info()[1] > 1:
+        dist.barrier()
+
+
+def _unwrap_ddp(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel (also under torch.compile); else `model`."""
+    inner = getattr(model, "_orig_mod", model)
+    return inner.module if isinstance(inner, nn.parallel.DistributedDataParallel) else model
+
+
 def _all_reduce(values: list[float], device: torch.device) -> list[float]:
     if dist_info()[1] == 1:
         return values
@@ -146,7 +158,12 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer, scheduler, de
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *, amp: bool = False,
              channels_last: bool = False, max_steps: int = 0, progress: bool = False) -> dict:
-    """Top-1 and top-5 accuracy (%) and mean CE of the `logits` output, reduced over ranks."""
+    """Top-1 and top-5 accuracy (%) and mean CE of the `logits` output, reduced over ranks.
+
+    Under DDP each rank evaluates its own shard with the unwrapped module: a DDP forward
+    would broadcast buffers, a collective that hangs when the shards have unequal batch counts.
+    """
+    model = _unwrap_ddp(model)
     model.eval()
     correct1 = correct5 = loss_sum = 0.0
     n = 0
@@ -247,6 +264,7 @@ def fit(model: nn.Module, train_loader_fn: Callable[[int], Iterable], val_loader
                         "scheduler": scheduler.state_dict(),
                         "scaler": scaler.state_dict() if scaler else None,
                         "state": state.__dict__, "config_hash": config_hash}, last)
+        _barrier()  # DDP: no rank reads best.pt / last.pt before rank 0 has written them
         if on_epoch is not None:
             on_epoch(state)
     return state

@@ -7,6 +7,7 @@ resumes from its last checkpoint.
 """
 from __future__ import annotations
 
+import os
 import platform
 import time
 from datetime import datetime, timezone
@@ -25,9 +26,13 @@ from .paths import checkpoints_dir, resolve as resolve_path, results_dir
 
 
 def pick_device(name: str) -> torch.device:
+    """"auto" = CUDA if available; under DDP a CUDA device is the one of this process's local rank."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None and dist_info()[1] > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
 
 
 def _seed_worker(worker_id: int) -> None:

@@ -21,7 +21,8 @@ from .download import ChecksumMismatch, check, download
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fgvc.data", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fgvc.data", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("check", help="load a dataset and compare split counts with the manifest")
     p.add_argument("name", choices=sorted(DATASETS))

@@ -171,28 +171,31 @@ def read_rows(path: Path, types: Sequence[type], dataset: str, text_last: bool =
               how_to_fix: str = "") -> list[tuple]:
     """Parse a whitespace-separated index file into typed tuples, one per non-blank line.
 
-    `types` gives the converter of each column. With ``text_last=True`` the last column takes the rest of the
-    line, spaces included (class names like ``"Boeing 737-200"``). A line with the wrong
-    number of fields or an unparsable value raises :class:`MalformedIndex` with file and
-    line number.
+    `types` gives the converter of each column. With ``text_last=True`` the last column
+    takes the rest of the line, spaces included (class names like ``"Boeing 737-200"``).
+    A line with the wrong number of fields or an unparsable value raises
+    :class:`MalformedIndex` naming the file and line number.
     """
     n = len(types)
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            fields = line.split(maxsplit=n - 1) if text_last else line.split()
-            try:
-                if len(fields) != n:
-                    raise ValueError(f"expected {n} fields, got {len(fields)}")
-                rows.append(tuple(t(v) for t, v in zip(types, fields)))
-            except ValueError as e:
-                raise MalformedIndex(
-                    f"{dataset}: malformed line {lineno} in {path}: {line!r} ({e}).\n"
-                    f"The file is corrupt or truncated. {how_to_fix}".rstrip()
-                ) from None
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise MalformedIndex(f"{dataset}: {path} is not a text index file ({e}). {how_to_fix}".rstrip()) from None
+    for lineno, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        fields = line.split(maxsplit=n - 1) if text_last else line.split()
+        try:
+            if len(fields) != n:
+                raise ValueError(f"expected {n} fields, got {len(fields)}")
+            rows.append(tuple(t(v) for t, v in zip(types, fields)))
+        except ValueError as e:
+            raise MalformedIndex(
+                f"{dataset}: malformed line {lineno} in {path}: {line!r} ({e}).\n"
+                f"The file is corrupt or truncated. {how_to_fix}".rstrip()
+            ) from None
     return rows
 
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import tarfile
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +63,14 @@ def fetch(url: str, dest: str | os.PathLike, timeout: float = 60.0) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     offset = part.stat().st_size if part.exists() else 0
     req = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code != 416 or not offset:  # 416: nothing left after `offset`, the part file is complete
+            raise
+        os.replace(part, dest)
+        return dest
+    with resp:
         resumed = offset > 0 and getattr(resp, "status", None) == 206
         if not resumed:
             offset = 0

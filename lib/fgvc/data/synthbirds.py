@@ -103,7 +103,7 @@ _LEGS = [(70, 60, 55), (190, 140, 120), (150, 120, 60)]
 
 # ----------------------------------------------------------------------------- spec
 
-def spec(seed: int = 0, difficulty: Mapping[str, float] | None = None, **size: Any) -> dict:
+def spec(seed: int = 0, *, difficulty: Mapping[str, float] | None = None, **size: Any) -> dict:
     """The full, JSON-able description of a SynthBirds set (what `ensure` compares).
 
     ``size`` takes the keys of DEFAULT_SIZE and, as a shortcut, DEFAULT_DIFFICULTY keys.
@@ -203,10 +203,11 @@ _CIRCLE = np.stack([np.cos(np.linspace(0, 2 * np.pi, 28, endpoint=False)),
                     np.sin(np.linspace(0, 2 * np.pi, 28, endpoint=False))], 1)
 
 
-def _rot(p: np.ndarray, ang: float, c=(0.0, 0.0)) -> np.ndarray:
+def _rot(p, ang: float, c=(0.0, 0.0)) -> np.ndarray:
+    """Rotate points (N, 2) by `ang` radians about `c`."""
     ca, sa = np.cos(ang), np.sin(ang)
     c = np.asarray(c, dtype=float)
-    return (np.asarray(p, dtype=float) - c) @ np.array([[ca, sa], [-sa, ca]]) + c
+    return (np.asarray(p, dtype=float) - c) @ np.array(((ca, sa), (-sa, ca))) + c
 
 
 def _ell(c, a: float, b: float, ang: float = 0.0) -> np.ndarray:
@@ -353,6 +354,12 @@ def _bird(gen: dict, marks: dict, d: dict, rng: np.random.Generator):
 
 # ----------------------------------------------------------------------------- rendering
 
+def _ramp(n: int, t: float) -> np.ndarray:
+    """(n, n) float32 linear ramp along direction t, in units of the image size."""
+    x = np.arange(n, dtype=np.float32) / n
+    return np.float32(np.cos(t)) * x[None, :] + np.float32(np.sin(t)) * x[:, None]
+
+
 def _random_colour(rng) -> np.ndarray:
     return _hsv(rng.random(), rng.uniform(0.1, 0.6), rng.uniform(0.3, 0.9))
 
@@ -410,10 +417,9 @@ def render(cls: dict, genus: dict, palettes: list[dict], rng: np.random.Generato
     S = image_size * SUPERSAMPLE
     # background: a two-colour linear gradient
     c0, c1 = _random_colour(rng), _random_colour(rng)
-    t = rng.uniform(0, 2 * np.pi)
-    g = (np.cos(t) * np.arange(S)[None, :] + np.sin(t) * np.arange(S)[:, None]) / S
+    g = _ramp(16, rng.uniform(0, 2 * np.pi))
     g = (g - g.min()) / (np.ptp(g) + 1e-9)
-    img = Image.fromarray((c0 + (c1 - c0) * g[..., None]).astype(np.uint8))
+    img = Image.fromarray((c0 + (c1 - c0) * g[..., None]).astype(np.uint8)).resize((S, S), Image.BILINEAR)
     draw = ImageDraw.Draw(img)
 
     # bird geometry: flip, rotate, scale to the drawn size, then place fully inside the image
@@ -441,8 +447,9 @@ def render(cls: dict, genus: dict, palettes: list[dict], rng: np.random.Generato
         dirv = np.array([np.cos(a), np.sin(a)]) * S * 1.5
         draw.polygon(_bar(feet - dirv, feet + dirv, S * rng.uniform(0.02, 0.04)).ravel().tolist(),
                      fill=tuple(int(x) for x in _hsv(rng.uniform(0.05, 0.1), 0.5, rng.uniform(0.2, 0.45))))
-    for p, c in polys:
-        draw.polygon(T(p).ravel().tolist(), fill=tuple(int(round(x)) for x in c))
+    ends = np.cumsum([len(p) for p, _ in polys])[:-1]
+    for p, (_, c) in zip(np.split(q + off, ends), polys):
+        draw.polygon(p.ravel().tolist(), fill=tuple(int(round(x)) for x in c))
 
     # foreground occluders: leaves or a twig over part of the bird
     mask = None
@@ -464,15 +471,15 @@ def render(cls: dict, genus: dict, palettes: list[dict], rng: np.random.Generato
     # downsample, then camera / lighting jitter and noise
     img = img.reduce(SUPERSAMPLE)
     cj = d["color_jitter"]
-    a = np.asarray(img, dtype=np.float32) / 255
+    n = image_size
+    a = np.asarray(img, dtype=np.float32) * np.float32(1 / 255)
     gain = rng.normal(1, 0.06 * cj, 3) * rng.uniform(1 - 0.25 * cj, 1 + 0.25 * cj)
     contrast = rng.uniform(1 - 0.25 * cj, 1 + 0.15 * cj)
-    t = rng.uniform(0, 2 * np.pi)
-    n = image_size
-    ramp = (np.cos(t) * np.arange(n)[None, :] + np.sin(t) * np.arange(n)[:, None]) / n
-    light = 1 + rng.uniform(0, 0.35 * cj) * (ramp - ramp.mean())
-    a = (a - a.mean()) * contrast + a.mean()
-    a = a * gain * light[..., None] + rng.normal(0, d["noise"], a.shape)
+    ramp = _ramp(n, rng.uniform(0, 2 * np.pi))
+    light = 1 + rng.uniform(0, 0.35 * cj) * (ramp - ramp.mean())  # (n, n)
+    mean = a.mean()
+    a = ((a - mean) * np.float32(contrast) + mean) * gain.astype(np.float32) * light[..., None]
+    a += rng.standard_normal(a.shape, dtype=np.float32) * np.float32(d["noise"])
     img = Image.fromarray((np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8))
 
     # ground truth in output pixels
@@ -482,19 +489,16 @@ def render(cls: dict, genus: dict, palettes: list[dict], rng: np.random.Generato
     named = {k: v for k, v in kp.items() if k not in ("eye", "wing", "near leg", "far leg")}
     named.update({f"{near} eye": kp["eye"], f"{near} wing": kp["wing"],
                   f"{near} leg": kp["near leg"], f"{far} leg": kp["far leg"]})
+    xy = dict(zip(named, T(list(named.values()))))  # canvas pixels
     marr = np.asarray(mask) if mask is not None else None
     parts = []
     for name in PARTS:
-        if name not in named:
-            parts.append((0.0, 0.0, 0))
-            continue
-        xy = T([named[name]])[0]
-        ix, iy = np.clip(xy.astype(int), 0, S - 1)
-        if marr is not None and marr[iy, ix]:
-            parts.append((0.0, 0.0, 0))
+        p = xy.get(name)
+        ix, iy = np.clip(p.astype(int), 0, S - 1) if p is not None else (0, 0)
+        if p is None or (marr is not None and marr[iy, ix]):
+            parts.append((0.0, 0.0, 0))  # far side, or under an occluder
         else:
-            x, y = xy / SUPERSAMPLE
-            parts.append((float(x), float(y), 1))
+            parts.append((float(p[0] / SUPERSAMPLE), float(p[1] / SUPERSAMPLE), 1))
     return Sample(img, box, parts)
 
 
@@ -605,7 +609,7 @@ def generate(root: str | os.PathLike, seed: int = 0, n_genera: int = 4, species_
     Written into a temporary directory beside `root` and renamed into place, so `root` is
     never half-written. Difficulty knobs: ``difficulty={...}`` or keyword arguments.
     """
-    sp = spec(seed, difficulty, n_genera=n_genera, species_per_genus=species_per_genus,
+    sp = spec(seed, difficulty=difficulty, n_genera=n_genera, species_per_genus=species_per_genus,
               train_per_class=train_per_class, test_per_class=test_per_class, image_size=image_size,
               **difficulty_kw)
     return _build(Path(root), sp, force=True)
@@ -630,7 +634,7 @@ def ensure(root: str | os.PathLike, seed: int = 0, **size: Any) -> Path:
     test_per_class, image_size), difficulty knobs, or ``difficulty={...}``. Safe when two
     processes call it at once.
     """
-    sp = spec(seed, size.pop("difficulty", None), **size)
+    sp = spec(seed, **size)
     root = Path(root)
     meta = read_meta(root)
     if meta is not None and meta.get("spec") == sp:

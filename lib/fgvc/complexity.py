@@ -1,0 +1,184 @@
+"""The cost side of each method: parameters, MACs and latency, for inference and training.
+
+- Parameters: every parameter of the method (backbone, heads, attention modules).
+- MACs: ``torch.utils.flop_counter.FlopCounterMode`` FLOPs / 2, per image. It counts the
+  matrix ops (convolutions, linear layers, matmuls, attention) and their backward, not
+  element-wise ops, pooling or normalisation, as do the papers' "FLOPs" (which are MACs).
+  * inference: one eval-mode forward (the test-time prediction path);
+  * training: one training step, forward + loss + backward, with the method's second passes
+    (erased images, region crops) included; per image of a batch of 2 same-class images
+    (methods that need pairs get one). About 3x the forward when there is no second pass.
+  Counted on the meta device (shapes only, no compute) when the method allows it; methods
+  with data-dependent shapes (region proposals with NMS) are counted on real tensors.
+- Latency: wall-clock milliseconds per batch of `batch` images (default 1) on `device`,
+  after `warmup` untimed calls, median of `repeats` timed calls; on CUDA synchronised.
+  For training, a full step (forward, loss, backward; no optimizer update).
+
+Paper reference: seed 000 (ma_ea), Table 4 (ResNet-50, 448, RTX 3090), in ``PAPER_TABLE4``.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Iterable
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+# Seed 000, Table 4: (params M, "FLOPs" G = MACs, latency ms on an RTX 3090) at 448.
+PAPER_TABLE4: dict[tuple[str, str], dict] = {
+    ("baseline", "full"): {"row": "ResNet-50", "params_M": 22.4, "GMACs": 16.5, "ms": 26.4},
+    ("ma_ea", "resnet"): {"row": "ResNet-50", "params_M": 22.4, "GMACs": 16.5, "ms": 26.4},
+    ("ma_ea", "pool_ma"): {"row": "+MA", "params_M": 24.6, "GMACs": 18.5, "ms": 33.1},
+    ("ma_ea", "full"): {"row": "+MA+EA", "params_M": 25.8, "GMACs": 19.8, "ms": 35.6},
+}
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _labels(model: nn.Module, batch: int, device: torch.device | str) -> torch.Tensor:
+    """Labels for a training step: all one class, so adjacent and half pairs both match."""
+    return torch.zeros(batch, dtype=torch.long, device=device)
+
+
+def _step(model: nn.Module, x: torch.Tensor, train: bool) -> None:
+    """One inference forward (no grad) or one training step without the optimizer update."""
+    if train:
+        model.train()
+        y = _labels(model, x.shape[0], x.device)
+        loss, _ = model.loss(model(x, y), y)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+    else:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+
+
+def count_macs(model: nn.Module, x: torch.Tensor, train: bool = False) -> float:
+    """MACs per image of one inference forward (train=False) or training step (train=True)."""
+    with FlopCounterMode(display=False) as counter:
+        _step(model, x, train)
+    return counter.get_total_flops() / 2 / x.shape[0]
+
+
+def measure_latency(model: nn.Module, x: torch.Tensor, train: bool = False, warmup: int = 1,
+                    repeats: int = 2) -> float:
+    """Median wall-clock ms of one inference forward / training step on x's device."""
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        _step(model, x, train)
+    times = []
+    for _ in range(max(1, repeats)):
+        sync()
+        t = time.perf_counter()
+        _step(model, x, train)
+        sync()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def build(method: str, variant: str = "full", num_classes: int = 200, backbone: str = "resnet50",
+          input_size: int = 448, device: torch.device | str = "cpu") -> nn.Module:
+    """Method `method` with the switches of its named variant, untrained (weights='none')."""
+    from .config import load_variants
+    from .methods import create_method
+
+    variants = load_variants(method)
+    if variant not in variants:
+        raise ValueError(f"unknown variant {variant!r} of {method!r}; valid: {list(variants)}")
+    with torch.device(device):
+        return create_method(method, num_classes, backbone=backbone, weights="none",
+                             input_size=input_size, **variants[variant].get("cfg", {}))
+
+
+def macs_of(method: str, variant: str = "full", num_classes: int = 200, backbone: str = "resnet50",
+            input_size: int = 448) -> dict:
+    """Parameters and MACs (inference, training) of one variant; meta device when possible."""
+    out = {}
+    for device in ("meta", "cpu"):
+        try:
+            torch.manual_seed(0)
+            model = build(method, variant, num_classes, backbone, input_size, device)
+            out["params"] = count_params(model)
+            for train, batch in ((False, 1), (True, 2)):
+                x = torch.randn(batch, 3, input_size, input_size, device=device)
+                out["train_MACs" if train else "infer_MACs"] = count_macs(model, x, train)
+            out["counted_on"] = device
+            return out
+        except (NotImplementedError, RuntimeError) as e:  # data-dependent ops on meta
+            if device == "cpu":
+                raise
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+    out["meta_failed"] = reason
+    return out
+
+
+def complexity_row(method: str, variant: str = "full", num_classes: int = 200,
+                   backbone: str = "resnet50", input_size: int = 448, latency: bool = True,
+                   device: str = "cpu", warmup: int = 1, repeats: int = 2,
+                   batch: int = 1) -> dict:
+    """One row of the complexity table: ours (params M, GMACs, ms) and the paper's if any."""
+    m = macs_of(method, variant, num_classes, backbone, input_size)
+    row = {"method": method, "variant": variant, "backbone": backbone, "input": input_size,
+           "params_M": m["params"] / 1e6, "infer_GMACs": m["infer_MACs"] / 1e9,
+           "train_GMACs": m["train_MACs"] / 1e9, "counted_on": m["counted_on"]}
+    if latency:
+        torch.manual_seed(0)
+        model = build(method, variant, num_classes, backbone, input_size, device)
+        x = torch.randn(batch, 3, input_size, input_size, device=device)
+        row["infer_ms"] = measure_latency(model, x, False, warmup, repeats)
+        # BatchNorm in training needs >1 value per channel: train steps use at least 2 images.
+        xt = torch.randn(max(batch, 2), 3, input_size, input_size, device=device)
+        row["train_ms"] = measure_latency(model, xt, True, warmup, repeats)
+        row["train_batch"] = xt.shape[0]
+        row["latency_device"] = _device_name(device)
+    paper = PAPER_TABLE4.get((method, variant))
+    if paper and backbone == "resnet50" and input_size == 448:
+        row.update({"paper_row": paper["row"], "paper_params_M": paper["params_M"],
+                    "paper_GMACs": paper["GMACs"], "paper_ms": paper["ms"]})
+    return row
+
+
+def _device_name(device: str) -> str:
+    if str(device).startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def complexity_table(methods: Iterable[str], variants: str | Iterable[str] = "all",
+                     latency_variants: str | Iterable[str] = "full", **kwargs) -> pd.DataFrame:
+    """Rows for every (method, variant); `variants` 'all' or names; latency is timed only for
+    `latency_variants` ('all', 'none', or names; default 'full') since it is the slow part.
+    Other keyword arguments go to :func:`complexity_row`."""
+    from .config import list_variants
+
+    def pick(spec, method):
+        names = list_variants(method)
+        if spec == "all":
+            return names
+        if spec == "none":
+            return []
+        spec = [spec] if isinstance(spec, str) else list(spec)
+        return [v for v in names if v in spec]
+
+    rows = []
+    for method in methods:
+        timed = pick(latency_variants, method)
+        for variant in pick(variants, method):
+            rows.append(complexity_row(method, variant, latency=variant in timed, **kwargs))
+    return pd.DataFrame(rows)
+
+
+def complexity_markdown_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The table as people read it: rounded numbers, the paper's beside ours."""
+    cols = {"method": "method", "variant": "variant", "params_M": "params (M)",
+            "paper_params_M": "paper params (M)", "infer_GMACs": "infer GMACs",
+            "paper_GMACs": "paper GMACs", "train_GMACs": "train GMACs / image",
+            "infer_ms": "infer ms", "train_ms": "train ms / step", "paper_ms": "paper ms (3090)"}
+    out = df[[c for c in cols if c in df]].rename(columns=cols)
+    return out.round(2).astype(object).where(out.notna(), "")

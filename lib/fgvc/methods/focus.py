@@ -1,0 +1,166 @@
+"""focus: learning to focus and discriminate (Feng, Fu, Zhao, ICIP 2019; seed 004).
+
+One backbone, three softmax heads:
+- image level: backbone -> Z (B, n, h, w) -> GAP -> F^I -> FC (weights W) -> CE;
+- attention map M = element-wise max over classes of the class activation maps
+  M_k = sum_i W_ki Z_i (eq. 2), Gaussian-smoothed; every cell of M scores a fixed window
+  (160 px at the paper's 448 input) centred on it; windows are sorted, de-duplicated by NMS
+  (IoU 0.25) and the top m = 6 are cut from the input, zoomed (224 px at 448) and run
+  through the *same* backbone -> region features F^R_r -> one shared region FC -> CE;
+- hybrid: concat(F^I, F^R_1..F^R_l) (width n * (1 + l), l = 4) -> hybrid FC -> CE; the
+  hybrid head is the test-time prediction. Loss = CE_image + mean_r CE_region + CE_hybrid.
+Proposals are computed without gradient; crops are batched (roi_align), as is NMS.
+Paper (ResNet-50, 448): CUB 87.6, Aircraft 92.1, Cars 94.1; Table 2 (CUB): image level only
+86.7, single-class CAM 87.3, full 87.6.
+
+Choices where the paper is unclear (Config fields in brackets):
+- Window and zoom sizes are given only at 448 px; we keep their ratios to the input side
+  [window_frac = 160/448, zoom_frac = 224/448], so 64 px inputs use ~23 px windows zoomed
+  to 32 px.
+- Window scales are not given: one scale by default [window_scales, multipliers of
+  window_frac; several give multi-scale windows, best used with score="mean", since with
+  "center" all scales at a cell tie].
+- Window score: the value of M at the window's centre cell, as the text says ("each pixel in
+  M corresponds to a region ... the pixel value measures the discriminativeness") [score =
+  "center"; "mean" = the mean of M over the window].
+- Windows centred near the border are shifted inside the image (not clipped, not
+  zero-padded as NTS-Net does), so each keeps its size and holds only image content.
+- Candidate grid: at 448 the stride-32 map has 14 x 14 cells = window centres. At 64 px it
+  would have 2 x 2, too few for m = 6 distinct windows, so a smaller map is upsampled
+  bilinearly to at least 14 cells a side before smoothing [min_grid = 14; a no-op at 448;
+  0 = always the native map].
+- Gaussian sigma is not given: 1 cell of that grid (32 px at 448) [sigma; 0 = no smoothing].
+- CAMs exclude the FC bias (eq. 2 has none; the FC itself has a bias, as torchvision's).
+- Single-class CAM ablation [cam = "class"]: the ground-truth class's CAM in training, the
+  image head's predicted class at test; default [cam = "max"] max over all classes.
+- Fewer than m windows may survive NMS (possible only with large windows or small grids):
+  the free slots take the best suppressed windows in score order, so shapes stay fixed
+  (`valid` in the output marks the survivors). The "top-l" regions of the hybrid feature are
+  the l best-scored of the m (the paper does not say how they are ranked).
+- "Image level only" (Table 2) = the hybrid module removed in training, the image head
+  predicts at test [use_hybrid = False]; region CE still trains the shared backbone. At
+  test that variant runs no region pass at all.
+- All three CE terms weigh 1 (the paper gives no weights).
+- Eval mode crops and encodes only the l regions the hybrid head needs, not all m.
+- NMS on CUDA returns a variable number of boxes, which costs one host sync per step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers.regions import (class_activation_map, crop_and_zoom, nms_topk, smooth,
+                              upsample_to, window_boxes, window_scores)
+from .base import Method, MethodConfig
+from .registry import register
+
+
+@dataclass
+class FocusConfig(MethodConfig):
+    num_regions: int = 6                 # m: regions cropped, each with region CE
+    num_hybrid: int = 4                  # l: top regions in the hybrid feature
+    window_frac: float = 160 / 448       # window side / input side
+    zoom_frac: float = 224 / 448         # zoomed region side / input side
+    window_scales: tuple = (1.0,)        # multipliers of window_frac (several = multi-scale)
+    nms_iou: float = 0.25
+    sigma: float = 1.0                   # Gaussian smoothing of M, in grid cells; 0 = off
+    min_grid: int = 14                   # upsample M to at least this many cells a side
+    cam: str = "max"                     # "max" over all classes | "class" (gt / predicted)
+    score: str = "center"                # window score: "center" cell of M | "mean" over window
+    use_hybrid: bool = True              # False: Table 2 "image level only"
+
+
+@register
+class Focus(Method):
+    name = "focus"
+    Config = FocusConfig
+
+    def __init__(self, num_classes: int, cfg: FocusConfig):
+        super().__init__(num_classes, cfg)
+        if cfg.cam not in ("max", "class"):
+            raise ValueError(f"focus.cam = {cfg.cam!r}; valid: ['class', 'max']")
+        if cfg.score not in ("center", "mean"):
+            raise ValueError(f"focus.score = {cfg.score!r}; valid: ['center', 'mean']")
+        if not 1 <= cfg.num_hybrid <= cfg.num_regions:
+            raise ValueError(f"focus needs 1 <= num_hybrid ({cfg.num_hybrid}) <= num_regions "
+                             f"({cfg.num_regions})")
+        if not cfg.window_scales or min(cfg.window_scales) <= 0:
+            raise ValueError(f"focus.window_scales = {cfg.window_scales!r}: need positive values")
+        n = self.backbone.out_channels
+        self.image_map = nn.Identity()   # Z of the image pass only: the Grad-CAM target
+        self.fc = nn.Linear(n, num_classes)
+        self.region_fc = nn.Linear(n, num_classes)
+        self.hybrid_fc = nn.Linear(n * (1 + cfg.num_hybrid), num_classes) if cfg.use_hybrid else None
+
+    def cam_target_layers(self) -> list[nn.Module]:
+        # The backbone also encodes the regions; this hook sees only the image-level Z.
+        return [self.image_map]
+
+    @torch.no_grad()
+    def attention(self, z: torch.Tensor, logits: torch.Tensor,
+                  target: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, gh, gw) attention map M from Z (B, n, h, w): eq. 2, upsampled to at least
+        min_grid cells a side, Gaussian-smoothed. cam="class" uses `target`'s CAM if given,
+        else the predicted class's."""
+        classes = None
+        if self.cfg.cam == "class":
+            classes = target if target is not None else logits.argmax(1)
+        att = class_activation_map(z.float(), self.fc.weight.float(), classes)  # (B, h, w)
+        return smooth(upsample_to(att, self.cfg.min_grid), self.cfg.sigma)
+
+    @torch.no_grad()
+    def propose(self, att: torch.Tensor, image_size: tuple[int, int],
+                k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k best windows per image after NMS: boxes (B, k, 4) in input pixels and
+        valid (B, k) (False: a padding slot, see `nms_topk`)."""
+        fracs = [self.cfg.window_frac * s for s in self.cfg.window_scales]
+        boxes = window_boxes(att.shape[-2:], image_size, fracs, att.device)  # (N, 4)
+        if boxes.shape[0] < k:
+            raise ValueError(f"focus: {boxes.shape[0]} candidate windows < {k} regions; "
+                             f"raise min_grid (now {self.cfg.min_grid})")
+        scores = window_scores(att, boxes, image_size, self.cfg.score)  # (B, N)
+        boxes, _, valid = nms_topk(boxes, scores, k, self.cfg.nms_iou)
+        return boxes, valid
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> dict:
+        cfg = self.cfg
+        z = self.image_map(self.backbone(x))  # (B, n, h, w)
+        feat = z.mean(dim=(2, 3))  # (B, n) = F^I
+        image_logits = self.fc(feat)  # (B, K)
+        if not self.training and not cfg.use_hybrid:
+            return {"logits": image_logits}
+        # Training needs all m regions (region CE); test time only the l of the hybrid feature.
+        k = cfg.num_regions if self.training else cfg.num_hybrid
+        H, W = x.shape[-2:]
+        with torch.no_grad():
+            att = self.attention(z, image_logits, target if self.training else None)
+            boxes, valid = self.propose(att, (H, W), k)  # (B, k, 4), (B, k)
+            crops = crop_and_zoom(x, boxes, (round(cfg.zoom_frac * H), round(cfg.zoom_frac * W)))
+        B, n = feat.shape
+        region_feat = self.backbone(crops).mean(dim=(2, 3)).view(B, k, n)  # (B, k, n) = F^R
+        out = {"boxes": boxes, "valid": valid}
+        if self.training:
+            out["image_logits"] = image_logits
+            out["region_logits"] = self.region_fc(region_feat)  # (B, m, K)
+        if cfg.use_hybrid:
+            hybrid = torch.cat([feat, region_feat[:, :cfg.num_hybrid].flatten(1)], 1)  # (B, n(1+l))
+            out["features"] = hybrid
+            out["logits"] = self.hybrid_fc(hybrid)  # (B, K)
+        else:
+            out["logits"] = image_logits
+        return out
+
+    def loss(self, out: dict, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        region_logits = out["region_logits"]  # (B, m, K)
+        parts = {
+            "image": F.cross_entropy(out["image_logits"], target),
+            "region": F.cross_entropy(region_logits.flatten(0, 1),
+                                      target.repeat_interleave(region_logits.shape[1])),
+        }
+        if self.cfg.use_hybrid:
+            parts["hybrid"] = F.cross_entropy(out["logits"], target)
+        total = sum(parts.values())
+        return total, {k: v.detach() for k, v in parts.items()}

@@ -1,0 +1,87 @@
+"""Every parameter is checked before any work; errors list the valid choices."""
+import pytest
+
+from fgvc.config import dotted_to_nested, list_profiles, load_profile, resolve
+from fgvc.engine import lr_factor
+
+
+def test_resolve_quick_defaults():
+    cfg = resolve("baseline")
+    assert cfg["dataset"] == "synthbirds" and cfg["profile"] == "quick"
+    assert cfg["model"]["input_size"] == cfg["data"]["crop"]
+    assert cfg["run_id"] == "quick-synthbirds-baseline-full-s0"
+    assert resolve("baseline")["config_hash"] == cfg["config_hash"]
+    assert resolve("baseline", seed=1)["config_hash"] != cfg["config_hash"]
+
+
+def test_paper_profile_takes_each_papers_settings():
+    lafe = resolve("lafe", dataset="cub", profile="paper") if _has("lafe") else None
+    base = resolve("baseline", dataset="cub", profile="paper")
+    assert base["model"]["backbone"] == "resnet50" and base["model"]["weights"] == "imagenet"
+    assert (base["data"]["resize"], base["data"]["crop"]) == (550, 448)
+    if lafe:
+        assert lafe["data"]["resize"] == 512 and lafe["train"]["lr"] == 0.0015
+
+
+def _has(method):
+    from fgvc.methods import list_methods
+
+    return method in list_methods()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"method": "resnet"}, "unknown method 'resnet'; valid: ["),
+    ({"method": "baseline", "variant": "nope"}, "unknown variant 'nope' of 'baseline'; valid: ['full'"),
+    ({"method": "baseline", "dataset": "birds"}, "unknown dataset 'birds'; valid: ['aircraft', 'cars', 'cub', 'synthbirds']"),
+    ({"method": "baseline", "profile": "fast"}, "unknown profile 'fast'; valid: ['paper', 'quick']"),
+    ({"method": "baseline", "overrides": {"train.epoch": 3}}, "unknown setting train.'epoch'; valid: ["),
+    ({"method": "baseline", "overrides": {"optim.lr": 3}}, "unknown override section(s) ['optim']"),
+    ({"method": "baseline", "overrides": {"model.backbone": "vgg16"}}, "unknown backbone 'vgg16'"),
+    ({"method": "baseline", "overrides": {"data.crop": 100}}, "data.crop 100 is larger than data.resize"),
+])
+def test_bad_parameters_fail_at_once_listing_valid_choices(kwargs, message):
+    with pytest.raises((ValueError, TypeError)) as err:
+        cfg = resolve(**kwargs)
+        from fgvc.methods import create_method  # backbone names are checked when building
+
+        create_method(cfg["method"], 2, **cfg["model"])
+    assert message in str(err.value)
+
+
+def test_wrong_type_is_an_error():
+    with pytest.raises(TypeError, match="train.epochs = 'ten'"):
+        resolve("baseline", overrides={"train.epochs": "ten"})
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        resolve("baseline", seed="0")
+
+
+def test_paired_method_needs_even_batch():
+    from fgvc.methods import list_methods, method_class
+
+    paired = [m for m in list_methods() if method_class(m).pair_mode]
+    if not paired:
+        pytest.skip("no paired method registered")
+    with pytest.raises(ValueError, match="must be even"):
+        resolve(paired[0], overrides={"train.batch_size": 7})
+
+
+def test_dotted_overrides():
+    assert dotted_to_nested({"train.epochs": 2, "data.synth": {"n_genera": 2}}) == \
+        {"train": {"epochs": 2}, "data": {"synth": {"n_genera": 2}}}
+
+
+def test_profiles_are_data():
+    assert {"quick", "paper"} <= set(list_profiles())
+    for name in list_profiles():
+        prof = load_profile(name)
+        assert {"data", "model", "train", "dataset", "seeds"} <= set(prof)
+
+
+def test_lr_schedules_by_hand():
+    t = {"warmup_epochs": 1, "epochs": 5, "schedule": "cosine", "gamma": 0.1, "step_size": 2}
+    assert lr_factor(t, 0, 10) == pytest.approx(0.1)      # warm-up: (0 + 1) / 10
+    assert lr_factor(t, 9, 10) == pytest.approx(1.0)
+    assert lr_factor(t, 10, 10) == pytest.approx(1.0)     # cosine starts after warm-up
+    assert lr_factor(t, 30, 10) == pytest.approx(0.5)     # half-way: (1 + cos(pi/2)) / 2
+    step = dict(t, schedule="step", warmup_epochs=0)
+    assert [lr_factor(step, s, 10) for s in (0, 19, 20, 40)] == pytest.approx([1, 1, 0.1, 0.01])

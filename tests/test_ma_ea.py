@@ -1,0 +1,306 @@
+"""ma_ea (seed 000): hybrid attention blocks, stem pooling, attention erasure, variants, cost."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fgvc.config import load_variants
+from fgvc.layers.hybrid import ChannelAttention, HybridAttention, MultiScaleMaxPool, SpatialAttention
+from fgvc.methods import create_method
+from fgvc.methods.ma_ea import PAPER_TABLE4, complexity
+
+
+def _model(**cfg):
+    torch.manual_seed(0)
+    return create_method("ma_ea", 3, backbone="resnet18", input_size=64, **cfg)
+
+
+class _Const(nn.Module):
+    def __init__(self, value: torch.Tensor):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x):
+        return self.value
+
+
+# ----------------------------------------------------------------------------- stem pooling
+@pytest.mark.parametrize("size", [448, 447, 65, 64])
+def test_stem_pool_output_size_equals_maxpool(size):
+    """Through the whole stem (conv1 /2, then the pool /2), for even and odd images."""
+    x = torch.empty(1, 3, size, size, device="meta")
+    old = _model(use_pool=False, use_ma=False, use_ea=False).to("meta").backbone.stem
+    new = _model(use_ma=False, use_ea=False).to("meta").backbone.stem
+    assert isinstance(old[-1], nn.MaxPool2d) and isinstance(new[-1], MultiScaleMaxPool)
+    assert new(x).shape == old(x).shape == (1, 64, math.ceil(size / 4), math.ceil(size / 4))
+
+
+@pytest.mark.parametrize("size", [224, 223, 33, 17, 16])
+def test_multiscale_pool_size_on_feature_maps(size):
+    x = torch.randn(1, 2, size, size + 1)
+    assert MultiScaleMaxPool()(x).shape == nn.MaxPool2d(3, 2, 1)(x).shape
+
+
+def test_multiscale_pool_values_by_hand():
+    x = torch.tensor([[0., 1., 2., 3.],
+                      [4., 5., 6., 7.],
+                      [8., 9., -1., -2.],
+                      [-3., -4., -5., -6.]])[None, None]
+    # 2x2 max-pool: [[5, 7], [9, -1]]; 4x4 max-pool: [[9]], upsampled bilinearly = 9 everywhere.
+    expected = torch.tensor([[14., 16.], [18., 8.]])[None, None]
+    torch.testing.assert_close(MultiScaleMaxPool((2, 4))(x), expected)
+    torch.testing.assert_close(MultiScaleMaxPool((2, 4), fuse="mean")(x), expected / 2)
+
+
+def test_multiscale_pool_upsamples_bilinearly():
+    x = torch.zeros(1, 1, 16, 16)
+    x[..., :8, :] = 1.0  # top half: the 8x8 pool gives [[1, 1], [0, 0]]
+    y = MultiScaleMaxPool((2, 8))(x) - F.max_pool2d(x, 2)  # (1, 1, 8, 8): the upsampled 8x8 map
+    expected = F.interpolate(torch.tensor([[1., 1.], [0., 0.]])[None, None], size=(8, 8),
+                             mode="bilinear", align_corners=False)
+    torch.testing.assert_close(y, expected)
+    assert 0 < y[0, 0, 4, 0] < 1  # interpolated, not nearest
+
+
+def test_pool_keeps_pretrained_backbone_weights():
+    """The pool has no parameters: a plain ResNet's backbone state loads strictly."""
+    plain, pooled = _model(use_pool=False, use_ma=False), _model(use_ma=False)
+    assert plain.backbone.state_dict().keys() == pooled.backbone.state_dict().keys()
+    pooled.backbone.load_state_dict(plain.backbone.state_dict(), strict=True)
+    assert sum(p.numel() for p in MultiScaleMaxPool().parameters()) == 0
+
+
+def test_pool_requires_resnet():
+    with pytest.raises(ValueError, match="use_pool=False"):
+        create_method("ma_ea", 3, backbone="efficientnet_lite0", input_size=64)
+    torch.manual_seed(0)
+    model = create_method("ma_ea", 3, backbone="efficientnet_lite0", input_size=64, use_pool=False)
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor([0, 1])
+    loss, parts = model.loss(model(x, y), y)
+    assert torch.isfinite(loss) and set(parts) == {"ce", "ce_erased"}
+
+
+# ----------------------------------------------------------------------------- attention blocks
+def test_channel_attention_by_hand():
+    ca = ChannelAttention(2, reduction=2)  # hidden = 1
+    x = torch.tensor([[[1., 2.], [3., 6.]], [[-1., -1.], [-1., -5.]]])[None]  # (1, 2, 2, 2)
+    # pooled = [avg0, avg1, max0, max1] = [3, -2, 6, -1]
+    with torch.no_grad():
+        ca.fuse.weight.copy_(torch.tensor([[1., 0., 0., 0.], [0., 0., 0., 1.]]))  # -> [3, -1]
+        ca.fuse.bias.zero_()
+        ca.mlp[0].weight.copy_(torch.tensor([[1., 1.]]))                          # -> relu(2) = 2
+        ca.mlp[0].bias.zero_()
+        ca.mlp[2].weight.copy_(torch.tensor([[1.], [-0.5]]))                      # -> [2, -1]
+        ca.mlp[2].bias.zero_()
+    expected = torch.sigmoid(torch.tensor([2., -1.])).view(1, 2, 1, 1)
+    torch.testing.assert_close(ca(x), expected)
+
+
+def _bn_identity(bn: nn.BatchNorm2d) -> None:
+    bn.eval()
+    bn.running_mean.zero_(), bn.running_var.fill_(1.0), bn.weight.data.fill_(1.0)
+    bn.bias.data.zero_()
+    bn.eps = 0.0
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_spatial_attention_by_hand(relu):
+    """Only the 1x1 branch reading the channel max, and the 7x7 conv's centre tap, are on."""
+    sa = SpatialAttention((2, 4, 8), relu=relu)
+    assert len(sa.branches) == 4
+    with torch.no_grad():
+        for branch in sa.branches:
+            branch[0].weight.zero_()
+            _bn_identity(branch[1])
+        sa.branches[0][0].weight[0, 0] = 1.0       # channel 0 of the input = max over channels
+        sa.conv.weight.zero_()
+        sa.conv.weight[0, 0, 3, 3] = -2.0          # centre tap of branch 0
+        _bn_identity(sa.bn)
+    x = torch.randn(2, 5, 6, 6)
+    z = -2.0 * F.relu(x.amax(1, keepdim=True))     # (2, 1, 6, 6), <= 0
+    expected = torch.sigmoid(F.relu(z) if relu else z)
+    torch.testing.assert_close(sa(x), expected)
+    if relu:  # ReLU before the sigmoid: the map is exactly 0.5 where z <= 0
+        assert torch.all(sa(x) == 0.5)
+
+
+def test_spatial_reads_channel_mean_too():
+    sa = SpatialAttention(relu=False)
+    with torch.no_grad():
+        for branch in sa.branches:
+            branch[0].weight.zero_()
+            _bn_identity(branch[1])
+        sa.branches[1][0].weight[0, 1, 1, 1] = 1.0  # centre tap of the d=2 branch, mean channel
+        sa.conv.weight.zero_()
+        sa.conv.weight[0, 1, 3, 3] = 1.0
+        _bn_identity(sa.bn)
+    x = torch.randn(1, 4, 5, 5)
+    torch.testing.assert_close(sa(x), torch.sigmoid(F.relu(x.mean(1, keepdim=True))))
+
+
+def test_maps_shapes_and_range():
+    torch.manual_seed(0)
+    x = torch.randn(2, 32, 7, 9) * 5
+    block = HybridAttention(32)
+    mc, ms = block.channel(x), block.spatial(x)
+    assert mc.shape == (2, 32, 1, 1) and ms.shape == (2, 1, 7, 9)
+    assert torch.all((mc > 0) & (mc < 1)) and torch.all((ms > 0) & (ms < 1))
+    ms_free = SpatialAttention(relu=False)(x)
+    assert torch.all((ms_free > 0) & (ms_free < 1)) and ms_free.min() < 0.5
+
+
+def test_hybrid_combination_by_hand():
+    """F_out = F + F * M_s * M_c (eq. 5), with fixed maps."""
+    block = HybridAttention(2)
+    block.channel = _Const(torch.tensor([0.5, 0.25]).view(1, 2, 1, 1))
+    block.spatial = _Const(torch.tensor([[1.0, 0.0], [0.5, 0.25]]).view(1, 1, 2, 2))
+    x = torch.tensor([[[1., 2.], [3., 4.]], [[-1., 0.], [2., -2.]]])[None]
+    expected = torch.tensor([[[1.5, 2.0], [3.75, 4.5]], [[-1.25, 0.0], [2.25, -2.125]]])[None]
+    torch.testing.assert_close(block(x), expected)
+
+
+def test_hybrid_gradients_reach_every_parameter():
+    torch.manual_seed(0)
+    block = HybridAttention(16, reduction=4)
+    x = torch.randn(2, 16, 8, 8, requires_grad=True)
+    y = block(x)
+    assert y.shape == x.shape
+    (y ** 2).sum().backward()
+    assert x.grad.abs().sum() > 0
+    for name, p in block.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+# ----------------------------------------------------------------------------- erasure
+def test_erase_zeroes_exactly_pixels_above_theta():
+    model = _model(theta=0.5)
+    # channel average = [0, 2, 4, 6, 8] -> normalised [0, .25, .5, .75, 1]; 0.5 is kept.
+    source = torch.stack([torch.tensor([0., 1., 2., 3., 4.]), torch.tensor([0., 3., 6., 9., 12.])])
+    images = torch.rand(1, 3, 1, 5) + 0.1
+    erased, mask = model.erase_input(images, source[None, :, None, :])  # source (1, 2, 1, 5)
+    assert mask.flatten().tolist() == [1, 1, 1, 0, 0]
+    torch.testing.assert_close(erased[..., :3], images[..., :3])
+    assert torch.all(erased[..., 3:] == 0)
+
+
+def _record(model):
+    """Inputs of each stem call, outputs of each MA block call."""
+    stem_in, ma_out = [], []
+    model.backbone.stem.register_forward_pre_hook(lambda m, a: stem_in.append(a[0]))
+    for block in model.ma.values():
+        block.register_forward_hook(lambda m, a, o: ma_out.append(o))
+    return stem_in, ma_out
+
+
+def test_training_forward_erases_from_attended_map_and_sums_losses():
+    from fgvc.layers.erase import erase_mask
+
+    model = _model(theta=0.4)
+    stem_in, ma_out = _record(model)
+    x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 0])
+    model.train()
+    out = model(x, y)
+    assert len(stem_in) == 2 and len(ma_out) == 2 and ma_out[0].shape[1] == 256  # after layer3
+    mask = erase_mask(ma_out[0].mean(1), (64, 64), 0.4)  # (4, 1, 64, 64)
+    torch.testing.assert_close(out["erase_mask"], mask)
+    torch.testing.assert_close(stem_in[1], x * mask)
+    assert 0 < mask.mean() < 1
+    assert out["logits"] is out["logits_first"]
+    loss, parts = model.loss(out, y)
+    torch.testing.assert_close(loss, F.cross_entropy(out["logits_first"], y)
+                               + F.cross_entropy(out["logits_erased"], y))
+    assert set(parts) == {"ce", "ce_erased"}
+    loss.backward()
+    assert all(p.grad is not None for p in model.ma.parameters())
+
+
+def test_eval_is_one_pass_by_default_and_mean_option_averages():
+    x = torch.randn(2, 3, 64, 64)
+    model = _model().eval()
+    stem_in, _ = _record(model)
+    with torch.no_grad():
+        out = model(x)
+    assert len(stem_in) == 1 and "logits_erased" not in out
+
+    model = _model(test_logits="mean").eval()
+    stem_in, _ = _record(model)
+    with torch.no_grad():
+        out = model(x)
+    assert len(stem_in) == 2
+    torch.testing.assert_close(out["logits"], (out["logits_first"] + out["logits_erased"]) / 2)
+    with pytest.raises(ValueError, match="test_logits"):
+        _model(test_logits="max")
+
+
+# ----------------------------------------------------------------------------- ablations
+def test_resnet_variant_is_the_baseline():
+    cfg = load_variants("ma_ea")["resnet"]["cfg"]
+    model = _model(**cfg).eval()
+    torch.manual_seed(1)
+    base = create_method("baseline", 3, backbone="resnet18", input_size=64).eval()
+    model.load_state_dict(base.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)["logits"], base(x)["logits"])
+    model.train()
+    assert set(model(x, torch.tensor([0, 1]))) == {"logits", "logits_first", "features"}
+
+
+def test_each_switch_removes_exactly_its_part():
+    v = {name: _model(**spec["cfg"]) for name, spec in load_variants("ma_ea").items()}
+    n = {name: sum(p.numel() for p in m.parameters()) for name, m in v.items()}
+    assert isinstance(v["resnet"].backbone.stem[-1], nn.MaxPool2d)
+    assert isinstance(v["pool"].backbone.stem[-1], MultiScaleMaxPool)
+    assert n["pool"] == n["resnet"] and len(v["pool"].ma) == 0
+    assert list(v["pool_ma"].ma) == ["2"]
+    assert n["pool_ma"] - n["pool"] == sum(p.numel() for p in v["pool_ma"].ma.parameters()) > 0
+    assert n["full"] == n["pool_ma"]  # EA has no parameters
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor([0, 1])
+    assert "logits_erased" not in v["pool_ma"].train()(x, y)
+    assert "logits_erased" in v["full"].train()(x, y)
+
+
+def test_ma_placement_setting():
+    model = _model(ma_stages=[1, 3])
+    assert list(model.ma) == ["1", "3"] and model.ea_stage == 3
+    assert model.ma["3"].channel.fuse.in_features == 2 * model.backbone.channels[3]
+    assert model.cam_target_layers() == [model.ma["3"]]
+    default = _model()
+    assert default.cam_target_layers() == [default.backbone.stages[-1]]
+    stem_in, ma_out = _record(model)
+    model.train()(torch.randn(2, 3, 64, 64), torch.tensor([0, 1]))
+    assert len(ma_out) == 4 and len(stem_in) == 2
+    with pytest.raises(ValueError, match="ma_stages"):
+        _model(ma_stages=[4])
+
+
+# ----------------------------------------------------------------------------- Table 4
+def test_complexity_next_to_paper_table4():
+    """Our parameters and MACs of ResNet-50, +MA, +MA+EA at 448 (200 classes) vs Table 4.
+
+    Expected deviations (METHODS.md): torchvision ResNet-50 with a 200-class head has 23.9 M
+    parameters, not 22.4; MA adds ~2.2 M parameters (as in the paper) but almost no MACs
+    (its convolutions act on pooled vectors or 2-channel maps), not +2 G; EA has no
+    parameters (paper: +1.2 M) and costs a second pass in training only (x2 MACs, not
+    +1.3 G); at test time +MA+EA costs the same as +MA.
+    """
+    ours = complexity("resnet50", 448, 200)
+    print("\nrow        params M (paper)   GMACs eval (paper)   GMACs train forward")
+    for row, r in ours.items():
+        p = PAPER_TABLE4[row]
+        print(f"{row:10s} {r['params_M']:7.2f} ({p['params_M']:4.1f})"
+              f"     {r['GMACs']:7.2f} ({p['GMACs']:4.1f})     {r['train_GMACs']:7.2f}"
+              + ("  (both passes)" if row == "+MA+EA" else ""))
+    base, ma, ma_ea = ours["ResNet-50"], ours["+MA"], ours["+MA+EA"]
+    # torchvision ResNet-50: 25,557,032 parameters with the 1000-class head.
+    assert base["params_M"] * 1e6 == pytest.approx(25_557_032 - 2049 * 1000 + 2049 * 200)
+    # MA on layer3 (C = 1024, r = 16): 1x1 conv 2C->C, MLP C->C/r->C, spatial ASPP + 7x7.
+    c, h = 1024, 64
+    ma_params = (2 * c * c + c) + (c * h + h) + (h * c + c) + (2 + 2 + 3 * (18 + 2) + 4 * 49 + 2)
+    assert (ma["params_M"] - base["params_M"]) * 1e6 == pytest.approx(ma_params)
+    assert ma_ea["params_M"] == ma["params_M"]
+    assert 16.0 < base["GMACs"] < 16.6 and 0 < ma["GMACs"] - base["GMACs"] < 0.01
+    assert ma_ea["GMACs"] == ma["GMACs"] == ma["train_GMACs"]
+    assert ma_ea["train_GMACs"] == pytest.approx(2 * ma["GMACs"])

@@ -1,0 +1,202 @@
+"""SynthBirds: determinism, CUB layout consistency, class design, ensure() caching and races."""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from fgvc.data import synthbirds as sb
+
+TINY = dict(n_genera=2, species_per_genus=3, train_per_class=5, test_per_class=2, image_size=48)
+
+
+def tree_hash(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(root).as_posix().encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def rows(path: Path) -> list[list[str]]:
+    return [line.split() for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return sb.generate(tmp_path_factory.mktemp("sb") / "tiny", seed=0, **TINY)
+
+
+def test_same_seed_is_byte_identical_and_other_seed_differs(tiny, tmp_path):
+    again = sb.generate(tmp_path / "again", seed=0, **TINY)
+    assert tree_hash(again) == tree_hash(tiny)
+    meta = sb.read_meta(tiny)
+    assert meta["content_sha256"] == sb.content_hash(tiny)
+    other = sb.generate(tmp_path / "other", seed=1, **TINY)
+    assert sb.content_hash(other) != sb.content_hash(tiny)
+    assert sb.read_meta(other)["spec"]["seed"] == 1
+
+
+def test_more_images_keep_the_existing_ones(tiny, tmp_path):
+    """Per-image seeding: a larger train set leaves the test images (and first train images) unchanged."""
+    big = sb.generate(tmp_path / "big", seed=0, **{**TINY, "train_per_class": 7})
+    for rel in ["001.Finch_A/Finch_A_test_0001.jpg", "001.Finch_A/Finch_A_train_0004.jpg"]:
+        assert (big / "images" / rel).read_bytes() == (tiny / "images" / rel).read_bytes()
+
+
+def test_cub_layout_is_consistent(tiny):
+    n_cls = TINY["n_genera"] * TINY["species_per_genus"]
+    n_img = n_cls * (TINY["train_per_class"] + TINY["test_per_class"])
+    size = TINY["image_size"]
+    images = rows(tiny / "images.txt")
+    assert [int(i) for i, _ in images] == list(range(1, n_img + 1))
+    for _, rel in images:
+        assert (tiny / "images" / rel).is_file()
+    classes = rows(tiny / "classes.txt")
+    assert [int(c) for c, _ in classes] == list(range(1, n_cls + 1))
+    for (c, name), (_, rel) in itertools.product(classes, images[:1]):
+        assert name.startswith(f"{int(c):03d}.")
+    labels = {int(i): int(c) for i, c in rows(tiny / "image_class_labels.txt")}
+    split = {int(i): int(t) for i, t in rows(tiny / "train_test_split.txt")}
+    assert Counter(labels.values()) == {c: n_img // n_cls for c in range(1, n_cls + 1)}
+    assert Counter((labels[i], split[i]) for i in labels) == {
+        **{(c, 1): TINY["train_per_class"] for c in range(1, n_cls + 1)},
+        **{(c, 0): TINY["test_per_class"] for c in range(1, n_cls + 1)}}
+    for i, rel in images:  # the folder of an image is its class
+        assert rel.split("/")[0] == classes[labels[int(i)] - 1][1]
+
+    boxes = {int(r[0]): tuple(map(float, r[1:])) for r in rows(tiny / "bounding_boxes.txt")}
+    assert sorted(boxes) == list(range(1, n_img + 1))
+    for x, y, w, h in boxes.values():
+        assert 0 <= x and 0 <= y and w > 0 and h > 0 and x + w <= size + 0.1 and y + h <= size + 0.1
+
+    parts = rows(tiny / "parts" / "parts.txt")
+    assert [(int(p), " ".join(n)) for p, *n in parts] == list(enumerate(sb.PARTS, 1))
+    locs = rows(tiny / "parts" / "part_locs.txt")
+    assert len(locs) == n_img * len(sb.PARTS)
+    by_image: dict[int, dict[str, tuple]] = {}
+    for i, p, x, y, v in locs:
+        by_image.setdefault(int(i), {})[sb.PARTS[int(p) - 1]] = (float(x), float(y), int(v))
+    n_visible = 0
+    for i, kp in by_image.items():
+        assert len(kp) == len(sb.PARTS)
+        bx, by, bw, bh = boxes[i]
+        for x, y, v in kp.values():
+            assert v in (0, 1)
+            if v:
+                n_visible += 1
+                assert bx - 0.1 <= x <= bx + bw + 0.1 and by - 0.1 <= y <= by + bh + 0.1
+            else:
+                assert (x, y) == (0.0, 0.0)
+        # a side view: the far eye and far wing are never visible
+        assert not (kp["left eye"][2] and kp["right eye"][2])
+        assert not (kp["left wing"][2] and kp["right wing"][2])
+    assert n_visible > 0.5 * n_img * 10
+
+
+def test_metadata(tiny):
+    meta = sb.read_meta(tiny)
+    assert meta["spec"] == sb.spec(0, **TINY)
+    assert meta["spec"]["generator_version"] == sb.GENERATOR_VERSION
+    assert sb.genus_of(tiny) == [g for g in range(TINY["n_genera"]) for _ in range(TINY["species_per_genus"])]
+    for c in meta["classes"]:
+        assert set(c["discriminative_parts"]) <= set(sb.ATTRIBUTES)
+        assert set(c["discriminative_keypoints"]) <= set(sb.PARTS)
+        assert len(c["discriminative_parts"]) >= 2
+
+
+@pytest.mark.parametrize("n_genera,species", [(4, 4), (3, 8), (2, 12)])
+def test_species_differ_in_at_least_two_parts(n_genera, species):
+    classes = sb.class_definitions(0, n_genera, species)
+    assert len(classes) == n_genera * species
+    assert len({c["name"] for c in classes}) == len(classes)
+    for g in range(n_genera):
+        sibs = [c["markings"] for c in classes if c["genus"] == g]
+        for a, b in itertools.combinations(sibs, 2):
+            assert sum(a[k] != b[k] for k in sb.ATTRIBUTES) >= 2
+    genera = [sb.genus_definition(0, g) for g in range(n_genera)]
+    assert len({json.dumps(g["palette"]) for g in genera}) == n_genera  # genera look different
+
+
+def test_bad_parameters_are_errors_listing_valid_ones():
+    with pytest.raises(ValueError, match="part_scale"):
+        sb.spec(0, part_sclae=2)
+    assert sb.spec(0, part_scale=2)["difficulty"]["part_scale"] == 2.0
+    assert sb.spec(0, difficulty={"clutter": 0})["difficulty"]["clutter"] == 0.0
+
+
+def test_ensure_caches_and_regenerates_on_change(tmp_path, monkeypatch):
+    root = tmp_path / "sb"
+    calls = []
+    real = sb._write_set
+    monkeypatch.setattr(sb, "_write_set", lambda out, sp: calls.append(sp) or real(out, sp))
+    sb.ensure(root, seed=0, **TINY)
+    sb.ensure(root, seed=0, **TINY)
+    assert len(calls) == 1
+    sb.ensure(root, seed=0, **{**TINY, "test_per_class": 1})
+    assert len(calls) == 2 and len(rows(root / "images.txt")) == 6 * 6
+    sb.ensure(root, seed=0, **{**TINY, "test_per_class": 1}, occlusion=0.0)
+    assert len(calls) == 3 and sb.read_meta(root)["spec"]["difficulty"]["occlusion"] == 0.0
+    assert [p.name for p in tmp_path.iterdir()] == ["sb"]  # no temporary directories left
+
+
+def test_ensure_concurrent_calls_agree(tmp_path):
+    root = tmp_path / "sb"
+    errors = []
+
+    def run():
+        try:
+            sb.ensure(root, seed=0, **TINY)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sb.read_meta(root)["content_sha256"] == sb.content_hash(root)
+    assert [p.name for p in tmp_path.iterdir()] == ["sb"]
+
+
+def test_refuses_to_overwrite_a_foreign_directory(tmp_path):
+    root = tmp_path / "mine"
+    root.mkdir()
+    (root / "precious.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="not a SynthBirds"):
+        sb.generate(root, **TINY)
+    assert (root / "precious.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"]
+
+
+def test_cub_loader_reads_it_unchanged(tiny):
+    cub = pytest.importorskip("fgvc.data.cub")
+    split = cub.load_cub(tiny)
+    n_cls = TINY["n_genera"] * TINY["species_per_genus"]
+    assert len(split.classes) == n_cls
+    assert len(split.train) == n_cls * TINY["train_per_class"]
+    assert len(split.test) == n_cls * TINY["test_per_class"]
+    assert list(split.part_names) == list(sb.PARTS)
+    s = split.train[0]
+    assert Path(s.path).is_file() and s.box is not None and len(s.parts) == len(sb.PARTS)
+    assert sorted({x.label for x in split.train}) == list(range(n_cls))
+
+
+@pytest.mark.slow
+def test_default_size_generates_in_under_a_minute(tmp_path):
+    """Timed as CPU time of this process (generation is single-threaded): the wall clock of a
+    shared CI machine says more about its other jobs than about the generator."""
+    t, c = time.perf_counter(), time.process_time()
+    root = sb.generate(tmp_path / "default")
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
+    n = len(rows(root / "images.txt"))
+    print(f"\nSynthBirds default: {n} images, {cpu:.1f} s CPU ({n / cpu:.0f} img/s), {wall:.1f} s wall")
+    assert n == 16 * 200
+    assert cpu < 60
