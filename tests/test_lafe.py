@@ -31,7 +31,7 @@ def _batch(y=(0, 0, 1, 1)):
 
 # ----------------------------------------------------------------------------- region SE
 def test_region_se_hand_computed():
-    """2 channels on a 1x2 grid: z = channel means, hidden = relu(W1 z + b1), s = gate(W2 h + b2)."""
+    """2 channels on a 1x2 grid: z = channel means, h = relu(W1 z + b1), s = gate(W2 h + b2)."""
     se = RegionSE(1, 2, reduction=1)  # 2 positions -> hidden 2
     with torch.no_grad():
         se.fc1.weight.copy_(torch.tensor([[0.5, -0.25], [-1.0, 0.0]]))

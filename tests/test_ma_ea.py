@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fgvc.config import load_variants
-from fgvc.layers.hybrid import ChannelAttention, HybridAttention, MultiScaleMaxPool, SpatialAttention
+from fgvc.layers.hybrid import (ChannelAttention, HybridAttention, MultiScaleMaxPool,
+                                SpatialAttention)
 from fgvc.methods import create_method
 from fgvc.methods.ma_ea import PAPER_TABLE4, complexity
 

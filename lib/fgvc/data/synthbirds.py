@@ -14,8 +14,9 @@ Classes are genera x species (class index = genus * species_per_genus + species)
   wing (plain / one bar / two bars), tail tip (plain / white / rufous). Species of a genus
   share everything else. Codes are drawn near a per-genus base code so that every two
   species of a genus differ in at least ``min_part_diff`` (default 2) and, if possible, at
-  most ``max_part_diff`` (default 3) parts: erasing any one part leaves another that still
-  tells them apart. Each marking covers well under 1% of the image.
+  most ``max_part_diff`` (default 3) parts, lying in at least two of the regions head /
+  body / tail: erasing any one part (or the whole head) leaves another that still tells
+  them apart. Each marking covers well under 1% of the image.
 * An **image** draws one bird of its class with individual and nuisance variation:
   plumage colour jitter, pose (head, tail and wing angles), rotation, scale, position,
   horizontal flip; a gradient background with clutter (leaves, twigs, blobs, blobs in
@@ -73,6 +74,8 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {  # discriminative part -> variants
 ATTRIBUTE_KEYPOINTS = {"beak": ["beak"], "crown": ["crown"], "eye": ["left eye", "right eye"],
                        "throat": ["throat"], "breast": ["breast"], "wing": ["left wing", "right wing"],
                        "tail": ["tail"]}
+REGION = {"beak": "head", "crown": "head", "eye": "head", "throat": "head",  # where each part sits
+          "breast": "body", "wing": "body", "tail": "tail"}
 GENUS_NAMES = ("Finch", "Warbler", "Sparrow", "Tanager", "Wren", "Vireo", "Shrike", "Thrush",
                "Oriole", "Bunting", "Flycatcher", "Grosbeak", "Kinglet", "Junco", "Towhee", "Swallow")
 
@@ -178,10 +181,11 @@ def class_definitions(seed: int = 0, n_genera: int = 4, species_per_genus: int =
             flip = rng.random(n_attr) < 0.3
             code[flip] = (code[flip] + rng.integers(1, n_var, size=int(flip.sum()))) % n_var
             d = [int((code != c).sum()) for c in codes]
-            if all(min_part_diff <= x <= hi for x in d):
+            spread = [len({REGION[names[i]] for i in np.flatnonzero(code != c)}) for c in codes]
+            if all(min_part_diff <= x <= hi for x in d) and all(r >= min(2, min_part_diff) for r in spread):
                 codes.append(code)
             tries += 1
-            if tries % 2000 == 0:  # the bound cannot be met for this many species: relax it
+            if tries % 500 == 0:  # the bound cannot be met for this many species: relax it
                 hi += 1
                 if hi > n_attr + 1:
                     raise ValueError(f"cannot make {species_per_genus} species differing in >= {min_part_diff} parts")
@@ -231,7 +235,9 @@ def _mix(under, over, a: float) -> tuple:
     return tuple(np.asarray(under) * (1 - a) + np.asarray(over) * a)
 
 
-class Sample(NamedTuple):
+class Rendered(NamedTuple):
+    """One rendered image and its ground truth (output pixels)."""
+
     image: Image.Image
     box: tuple[float, float, float, float]        # x, y, w, h in pixels
     parts: list[tuple[float, float, int]]          # per PARTS: x, y, visible
@@ -281,7 +287,7 @@ def _bird(gen: dict, marks: dict, d: dict, rng: np.random.Generator):
 
     # body and light belly
     put(_ell((0, 0), A, B), pal["body"])
-    put(_rot(_seg((0, 0), 1, 15, 165, 14) * (A * 0.97, B * 0.97), 0), pal["belly"])
+    put(_seg((0, 0), 1, 15, 165, 14) * (A * 0.97, B * 0.97), pal["belly"])
     kp["back"], kp["belly"] = np.array([-0.1 * A, -0.9 * B]), np.array([0.0, 0.75 * B])
 
     # breast markings on the front of the belly
@@ -411,7 +417,7 @@ def _distractor(draw: ImageDraw.ImageDraw, rng, S: int, part_like: bool, palette
 
 
 def render(cls: dict, genus: dict, palettes: list[dict], rng: np.random.Generator,
-           image_size: int = 96, **difficulty: float) -> Sample:
+           image_size: int = 96, **difficulty: float) -> Rendered:
     """Draw one image of class `cls` (from class_definitions) with its ground truth."""
     d = {**DEFAULT_DIFFICULTY, **difficulty}
     S = image_size * SUPERSAMPLE
@@ -499,7 +505,7 @@ def render(cls: dict, genus: dict, palettes: list[dict], rng: np.random.Generato
             parts.append((0.0, 0.0, 0))  # far side, or under an occluder
         else:
             parts.append((float(p[0] / SUPERSAMPLE), float(p[1] / SUPERSAMPLE), 1))
-    return Sample(img, box, parts)
+    return Rendered(img, box, parts)
 
 
 # ----------------------------------------------------------------------------- writing

@@ -37,6 +37,9 @@ Choices where the paper is unclear (Config field; default; alternatives):
 - Test-time prediction is not stated (`test_logits`): "first" (default) = the stage-1
   logits, no extra cost at test; "mean" = the average of both passes' logits (also erases
   at test time, so eval costs two passes).
+
+`complexity()` counts parameters and MACs of the paper's Table 4 rows with our modules
+(tests/test_ma_ea.py prints them beside the paper's numbers and explains the gaps).
 """
 from __future__ import annotations
 
@@ -78,12 +81,14 @@ class MaEa(Method):
             raise ValueError(f"test_logits {cfg.test_logits!r}; valid: ['first', 'mean']")
         n_stages = len(self.backbone.stages)
         if not cfg.ma_stages or any(not 0 <= i < n_stages for i in cfg.ma_stages):
-            raise ValueError(f"ma_stages {cfg.ma_stages!r}: give stage indices in 0..{n_stages - 1}")
+            raise ValueError(f"ma_stages {cfg.ma_stages!r}: give stage indices in "
+                             f"0..{n_stages - 1}")
         if cfg.use_pool:
             stem = self.backbone.stem
             if not (self.backbone.is_resnet and isinstance(stem[-1], nn.MaxPool2d)):
                 raise ValueError(f"ma_ea's stem pooling (use_pool=True) replaces a ResNet's "
-                                 f"max-pool; backbone {cfg.backbone!r} has none: set use_pool=False")
+                                 f"max-pool; backbone {cfg.backbone!r} has none: "
+                                 "set use_pool=False")
             stem[-1] = MultiScaleMaxPool(cfg.pool_kernels, cfg.pool_fuse)
         self.ma = nn.ModuleDict()
         if cfg.use_ma:
@@ -110,7 +115,8 @@ class MaEa(Method):
         feat = x.mean((2, 3))  # (B, C)
         return self.fc(feat), feat, source
 
-    def erase_input(self, images: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def erase_input(self, images: torch.Tensor,
+                    source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eqs. 18-20: (erased images (B, 3, H, W), mask (B, 1, H, W)) from a (B, C, h, w) map."""
         return erase(images, source.mean(1), self.cfg.theta)  # channel average (B, h, w)
 

@@ -41,7 +41,7 @@ Choices where the paper is unclear (alternatives are Config fields):
   swamp the cross-entropy. The centre loss uses the original images' features only.
 - Loss: the sum of eq. 6 (default); the authors' code averages the CE terms.
 - F_W is formed literally (W F') although GAP(W F') = W GAP(F') would save one c x c x hw
-  product (~2% of a ResNet-50 step at 448); the AE module needs the maps anyway.
+  product (~2.5% of a ResNet-50 training step at 448); the AE module needs the maps anyway.
 """
 from __future__ import annotations
 
