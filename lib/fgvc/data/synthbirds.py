@@ -50,7 +50,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -510,13 +510,31 @@ def render(cls: dict, genus: dict, palettes: list[dict], rng: np.random.Generato
 
 # ----------------------------------------------------------------------------- writing
 
+def _definitions(sp: dict) -> tuple[list[dict], list[dict]]:
+    d = sp["difficulty"]
+    classes = class_definitions(sp["seed"], sp["n_genera"], sp["species_per_genus"],
+                                int(d["min_part_diff"]), int(d["max_part_diff"]))
+    return classes, [genus_definition(sp["seed"], g) for g in range(sp["n_genera"])]
+
+
+def renderer(seed: int = 0, **size: Any) -> Callable[[int, np.random.Generator], Rendered]:
+    """`renderer(seed, **size)(class_index, rng)` draws a fresh image of a class (e.g. new
+    training images every epoch); the classes are those of the set `spec(seed, **size)`."""
+    sp = spec(seed, **size)
+    classes, genera = _definitions(sp)
+    palettes = [g["palette"] for g in genera]
+
+    def draw(class_index: int, rng: np.random.Generator) -> Rendered:
+        cls = classes[class_index]
+        return render(cls, genera[cls["genus"]], palettes, rng, sp["image_size"], **sp["difficulty"])
+    return draw
+
+
 def _write_set(out: Path, sp: dict) -> str:
     """Write every file of the set `sp` into `out`; return the content hash."""
-    n_g, n_s, img_size = sp["n_genera"], sp["species_per_genus"], sp["image_size"]
-    diff = sp["difficulty"]
-    classes = class_definitions(sp["seed"], n_g, n_s, int(diff["min_part_diff"]), int(diff["max_part_diff"]))
-    genera = [genus_definition(sp["seed"], g) for g in range(n_g)]
-    palettes = [g["palette"] for g in genera]
+    classes, genera = _definitions(sp)
+    draw = renderer(sp["seed"], difficulty=sp["difficulty"],
+                    **{k: sp[k] for k in DEFAULT_SIZE})
     files: dict[str, str] = {}  # relpath -> sha256 of content
 
     def put(rel: str, data: bytes) -> None:
@@ -533,7 +551,7 @@ def _write_set(out: Path, sp: dict) -> str:
             for k in range(count):
                 image_id += 1
                 rng = np.random.default_rng([sp["seed"], 2, ci, is_train, k])
-                s = render(cls, genera[cls["genus"]], palettes, rng, img_size, **diff)
+                s = draw(ci, rng)
                 buf = io.BytesIO()
                 s.image.save(buf, "JPEG", quality=JPEG_QUALITY, subsampling=0)
                 rel = f"{folder}/{cls['name']}_{'train' if is_train else 'test'}_{k:04d}.jpg"
