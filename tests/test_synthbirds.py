@@ -202,3 +202,18 @@ def test_default_size_generates_in_under_a_minute(tmp_path):
     print(f"\nSynthBirds default: {n} images, {cpu:.1f} s CPU ({n / cpu:.0f} img/s), {wall:.1f} s wall")
     assert n == 16 * 200
     assert cpu < 60
+
+
+def test_renderer_draws_the_same_images_on_the_fly(tiny):
+    """renderer() (for fresh images every epoch) draws exactly what generate() wrote."""
+    import io
+
+    import numpy as np
+
+    draw = sb.renderer(0, **TINY)
+    r = draw(4, np.random.default_rng([0, 2, 4, 0, 1]))  # class 5, test image 1
+    buf = io.BytesIO()
+    r.image.save(buf, "JPEG", quality=sb.JPEG_QUALITY, subsampling=0)
+    rel = next(rel for _, rel in rows(tiny / "images.txt") if rel.endswith("_test_0001.jpg") and rel.startswith("005."))
+    assert buf.getvalue() == (tiny / "images" / rel).read_bytes()
+    assert r.image.size == (TINY["image_size"],) * 2 and len(r.parts) == len(sb.PARTS)

@@ -34,6 +34,10 @@ from (seed, 1, g), image k of class c in split s from (seed, 2, c, s, k). So the
 and parameters give byte-identical files, adding genera/species/images leaves existing
 ones unchanged, and the test set does not depend on ``train_per_class``.
 
+API: ``generate(root, ...)`` writes a set, ``ensure(root, ...)`` writes it only if `root`
+holds another spec, ``genus_of(root)`` gives the coarse labels, ``renderer(...)`` draws fresh
+images on the fly, ``class_definitions`` / ``genus_definition`` give the class design.
+
 Difficulty knobs (keyword arguments of :func:`generate`, :func:`ensure`, :func:`spec`; see
 ``DEFAULT_DIFFICULTY``): ``part_scale``, ``part_contrast``, ``min_part_diff``,
 ``max_part_diff``, ``scale_min``/``scale_max``, ``rotation``, ``pose``, ``flip``,
@@ -643,6 +647,7 @@ def _build(root: Path, sp: dict, force: bool) -> Path:
     root = root.expanduser().absolute()
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the set is shared like any dataset
     try:
         _write_set(tmp, sp)
         _install(tmp, root, sp, force)
