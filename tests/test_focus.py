@@ -250,3 +250,11 @@ def test_bad_settings_are_rejected():
         _model(cam="mean")
     with pytest.raises(ValueError, match="num_hybrid"):
         _model(num_hybrid=7)
+
+
+def test_multiscale_mean_scored_windows_run():
+    model = _model(window_scales=(1.0, 0.6), score="mean").train()
+    out = model(torch.randn(2, 3, 64, 64), torch.tensor([0, 1]))
+    sides = (out["boxes"][..., 2] - out["boxes"][..., 0]).flatten()
+    assert torch.isin(sides.round(decimals=3), torch.tensor([64 * 160 / 448, 64 * 0.6 * 160 / 448])
+                      .round(decimals=3)).all()

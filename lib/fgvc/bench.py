@@ -22,8 +22,9 @@ Measured side by side, in one process (so every figure shares the machine's stat
 6. Optional (--compile): torch.compile'd vs eager training step of the baseline at the
    quick size, with the compile time.
 
-Timings are medians over repeated measurements; on a shared machine other processes add
-noise, so the load average is reported with the figures.
+Timings are the best of repeated measurements, candidates timed in turns (A B C A B C) so a
+change of load hits all alike; on a shared machine other processes still add noise, so the
+load average is reported with the figures.
 """
 from __future__ import annotations
 
@@ -32,7 +33,6 @@ import io
 import os
 import platform
 import shlex
-import statistics
 import sys
 import tempfile
 import time
@@ -52,16 +52,25 @@ GOAL_CACHE_SPEEDUP = 2.0         # prepared cache >= 2x the loader from original
 
 
 # ----------------------------------------------------------------------------- helpers
-def _median_time(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
-    """Median seconds of `reps` calls of fn after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
+def _best_time(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
+    """Fewest seconds of `reps` calls of fn after `warmup` calls (best-of: the figure least
+    disturbed by other processes on a shared machine)."""
+    return round_robin({"fn": fn}, reps, warmup)["fn"]
+
+
+def round_robin(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1) -> dict[str, float]:
+    """Best-of-`reps` seconds of each fn, timed in turns (A B C A B C ...) so that a change in
+    the machine's load hits every candidate alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(max(reps, 1)):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: min(v) for k, v in times.items()}
 
 
 def cpu_model() -> str:
@@ -92,7 +101,7 @@ def machine_info() -> dict:
 
 # ----------------------------------------------------------------------------- compute
 def gemm_peak(n: int = 1024, reps: int = 5, device: str = "cpu") -> float:
-    """fp32 matmul FLOP/s: 2 n^3 over the median time of torch.mm on n x n matrices."""
+    """fp32 matmul FLOP/s: 2 n^3 over the best time of torch.mm on n x n matrices."""
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -101,7 +110,7 @@ def gemm_peak(n: int = 1024, reps: int = 5, device: str = "cpu") -> float:
         torch.mm(a, b)
         sync()
 
-    return 2 * n ** 3 / _median_time(mm, reps, warmup=2)
+    return 2 * n ** 3 / _best_time(mm, reps, warmup=2)
 
 
 def _labels(batch: int, num_classes: int, pair_mode: str | None) -> torch.Tensor:
@@ -153,33 +162,72 @@ def count_inference_macs(model, x) -> int:
     return int(fc.get_total_flops()) // 2
 
 
-def measure_method(method: str, profile: str, batch: int, crop: int, steps: int,
-                   num_classes: int = 200, model_over: dict | None = None) -> dict:
-    """Training FLOPs, step time, FLOP/s and inference MACs of one method at one size."""
+def setup_method(method: str, profile: str, batch: int, crop: int, num_classes: int = 200) -> dict:
+    """A method at one size, ready to time: training FLOPs, inference MACs and a step function."""
     from .methods import method_class
 
     torch.manual_seed(0)
-    model = build_model(method, profile, num_classes, input_size=crop, **(model_over or {}))
+    model = build_model(method, profile, num_classes, input_size=crop)
     x = torch.randn(batch, 3, crop, crop)
     y = _labels(batch, num_classes, method_class(method).pair_mode)
     flops = count_train_flops(model, x, y)
     macs = count_inference_macs(model, x[:1])
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    step_s = _median_time(train_step_fn(model, x, y, opt), steps, warmup=1)
     return {"method": method, "batch": batch, "crop": crop, "train_flops": flops,
-            "step_s": step_s, "flops_per_s": flops / step_s, "infer_macs": macs,
-            "params": sum(p.numel() for p in model.parameters())}
+            "infer_macs": macs, "params": sum(p.numel() for p in model.parameters()),
+            "step": train_step_fn(model, x, y, opt)}
 
 
-def latency(method: str, profile: str, batch: int, crop: int, reps: int,
-            num_classes: int = 200) -> float:
-    """Median seconds of one eval-mode forward of `batch` images."""
-    torch.manual_seed(0)
-    model = build_model(method, profile, num_classes, input_size=crop).eval()
+def _error(e: Exception) -> str:
+    return f"{type(e).__name__}: {e}"[:200]
+
+
+def measure_methods(methods: list[str], profile: str, batch: int, crop: int, steps: int,
+                    num_classes: int = 200, log=None) -> list[dict]:
+    """Per method: training FLOPs, best step time of `steps` (methods timed in turns),
+    FLOP/s and inference MACs. A method that fails gets a row with its error."""
+    rows, ready = [], {}
+    for m in methods:
+        try:
+            ready[m] = setup_method(m, profile, batch, crop, num_classes)
+            ready[m]["step"]()  # warm-up here, so a failing step is caught per method
+        except Exception as e:  # noqa: BLE001 - one method failing does not stop the bench
+            ready.pop(m, None)
+            rows.append({"method": m, "error": _error(e)})
+            if log:
+                log(f"  {m}: {rows[-1]['error']}")
+    best = round_robin({m: r["step"] for m, r in ready.items()}, steps, warmup=0)
+    for m, r in ready.items():
+        r = {k: v for k, v in r.items() if k != "step"}
+        r.update(step_s=best[m], flops_per_s=r["train_flops"] / best[m])
+        rows.append(r)
+        if log:
+            log(f"  {m}: step {r['step_s']:.3f} s, {_g(r['flops_per_s'])} GFLOP/s")
+    order = {m: i for i, m in enumerate(methods)}
+    return sorted(rows, key=lambda r: order[r["method"]])
+
+
+def latencies(methods: list[str], profile: str, batch: int, crop: int, reps: int,
+              num_classes: int = 200) -> dict[str, dict]:
+    """Best seconds of one eval-mode forward of `batch` images, per method (timed in turns)."""
+    fns, out = {}, {}
     x = torch.randn(batch, 3, crop, crop)
-    with torch.no_grad():
-        return _median_time(lambda: model(x), reps, warmup=1)
+    for m in methods:
+        try:
+            torch.manual_seed(0)
+            model = build_model(m, profile, num_classes, input_size=crop).eval()
+
+            def fwd(model=model):
+                with torch.no_grad():
+                    model(x)
+            fwd()  # warm-up
+            fns[m] = fwd
+        except Exception as e:  # noqa: BLE001
+            out[m] = {"error": _error(e)}
+    best = round_robin(fns, reps, warmup=0)
+    out.update({m: {"seconds": t} for m, t in best.items()})
+    return out
 
 
 def engine_vs_bare(profile: str = "quick", batch: int = 32, crop: int = 64, steps: int = 10,
@@ -187,7 +235,7 @@ def engine_vs_bare(profile: str = "quick", batch: int = 32, crop: int = 64, step
     """Baseline training images/s through fgvc.engine.train_one_epoch vs a bare loop.
 
     Both run the same model on the same in-memory batches with the same optimizer; they
-    alternate `trials` times and the median of each is kept (a noisy machine hits both).
+    alternate `trials` times and the best of each is kept (a noisy machine hits both).
     """
     from .engine import build_scheduler, train_one_epoch
     from .config import resolve
@@ -222,7 +270,7 @@ def engine_vs_bare(profile: str = "quick", batch: int = 32, crop: int = 64, step
     for _ in range(trials):
         b.append(bare())
         e.append(engine())
-    eng, bar = statistics.median(e), statistics.median(b)
+    eng, bar = max(e), max(b)
     return {"engine_ips": eng, "bare_ips": bar, "overhead": 1 - eng / bar,
             "batch": batch, "crop": crop, "steps": steps, "trials": trials}
 
@@ -235,14 +283,14 @@ def compile_vs_eager(profile: str = "quick", batch: int = 32, crop: int = 64, st
     x, y = torch.randn(batch, 3, crop, crop), torch.randint(0, num_classes, (batch,))
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     model.train()
-    eager = _median_time(train_step_fn(model, x, y, opt), steps, warmup=1)
+    eager = _best_time(train_step_fn(model, x, y, opt), steps, warmup=1)
     compiled = torch.compile(model)
     compiled.loss = model.loss
     step = train_step_fn(compiled, x, y, opt)
     t0 = time.perf_counter()
     step()
     compile_s = time.perf_counter() - t0
-    comp = _median_time(step, steps, warmup=1)
+    comp = _best_time(step, steps, warmup=1)
     return {"eager_step_s": eager, "compiled_step_s": comp, "speedup": eager / comp,
             "compile_s": compile_s, "batch": batch, "crop": crop}
 
@@ -338,7 +386,7 @@ def data_pipeline(n_images: int = 48, resize: int = 550, crop: int = 448, reps: 
                     out[k].append(fn())
         finally:
             torch.set_num_threads(threads)
-        res = {k: statistics.median(v) for k, v in out.items()}
+        res = {k: max(v) for k, v in out.items()}
         sizes = [os.path.getsize(p) for p in paths]
         res.update(n_images=len(paths), resize=resize, crop=crop, prepare_s=prepare_s,
                    mean_jpeg_kb=sum(sizes) / len(sizes) / 1024,
@@ -382,7 +430,7 @@ def render(res: dict) -> str:
     peak = res["gemm_peak"]
     lines = ["# Benchmark", "",
              f"Written by `{res['command']}` on {res['finished']} in {res['total_s'] / 60:.1f} min.",
-             "Regenerate with `make bench` (or the command above). Medians of repeated timings; "
+             "Regenerate with `make bench` (or the command above). Best of repeated timings, candidates timed in turns; "
              "the machine is shared, so see the load average.", "",
              "## Machine", "",
              f"- CPU: {m['cpu']}; {m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable), "
@@ -398,7 +446,7 @@ def render(res: dict) -> str:
         summary.append(f"| engine overhead vs bare loop | {100 * e['overhead']:.1f}% | <= 5% | {_status(ok)} |")
         lines += ["## Engine overhead", "",
                   f"Baseline at the quick profile size (batch {e['batch']}, {e['crop']} px), "
-                  f"{e['steps']} in-memory batches, median of {e['trials']} alternating trials.", "",
+                  f"{e['steps']} in-memory batches, best of {e['trials']} alternating trials.", "",
                   "| loop | images/s |", "|---|---:|",
                   f"| fgvc.engine.train_one_epoch | {e['engine_ips']:.1f} |",
                   f"| bare PyTorch loop | {e['bare_ips']:.1f} |",
@@ -487,7 +535,8 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
         methods = ["baseline"] + [m for m in methods if m != "baseline"]
     sections = a.sections.split(",") if a.sections else list(SECTIONS)
     quick = load_profile("quick")
-    q_crop, q_batch = quick["data"]["crop"], quick["train"]["batch_size"]
+    q_crop = a.quick_crop or quick["data"]["crop"]
+    q_batch = a.quick_batch or quick["train"]["batch_size"]
     q_backbone = quick["model"]["backbone"]
     log(f"GEMM peak ({a.gemm_n})...")
     res["gemm_peak"] = gemm_peak(a.gemm_n)
@@ -500,32 +549,23 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
                                              ("quick", "quick", q_batch, q_crop, a.quick_steps)):
         if key not in sections:
             continue
-        rows = []
-        for m in methods:
-            log(f"{key}: {m} (batch {batch}, {crop} px)...")
-            try:
-                r = measure_method(m, profile, batch, crop, steps,
-                                   num_classes=200 if key == "paper" else 24)
-                log(f"  step {r['step_s']:.3f} s, {_g(r['flops_per_s'])} GFLOP/s")
-            except Exception as e:  # noqa: BLE001 - one method failing does not stop the bench
-                r = {"method": m, "error": f"{type(e).__name__}: {e}"[:200]}
-                log(f"  {r['error']}")
-            rows.append(r)
+        log(f"{key}: {len(methods)} methods (batch {batch}, {crop} px)...")
+        rows = measure_methods(methods, profile, batch, crop, steps,
+                               num_classes=200 if key == "paper" else 24, log=log)
         res[key] = rows
         backbone = "resnet50" if key == "paper" else q_backbone
-        res[key + "_desc"] = (f"{backbone}, batch {batch}, {crop} px, median of {steps} steps "
-                              "after 1 warm-up")
+        res[key + "_desc"] = (f"{backbone}, batch {batch}, {crop} px, best of {steps} steps "
+                              "after 1 warm-up, methods timed in turns")
     if "latency" in sections:
         lat = {"paper_backbone": "resnet50", "quick_backbone": q_backbone, "quick_crop": q_crop,
                "rows": {}}
+        log("latency...")
+        b1 = latencies(methods, "paper", 1, a.paper_crop, a.latency_reps)
+        bn = latencies(methods, "quick", a.latency_batch, q_crop, a.latency_reps, num_classes=24)
         for m in methods:
-            log(f"latency: {m}...")
-            try:
-                lat["rows"][m] = {"b1": latency(m, "paper", 1, a.paper_crop, a.latency_reps),
-                                  "bN": latency(m, "quick", a.latency_batch, q_crop, a.latency_reps,
-                                                num_classes=24)}
-            except Exception as e:  # noqa: BLE001
-                lat["rows"][m] = {"error": f"{type(e).__name__}: {e}"[:200]}
+            err = b1[m].get("error") or bn[m].get("error")
+            lat["rows"][m] = {"error": err} if err else {"b1": b1[m]["seconds"],
+                                                          "bN": bn[m]["seconds"]}
         res["latency"] = lat
     if "data" in sections:
         log("data pipeline...")
@@ -555,6 +595,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--paper-batch", type=int, default=2, help="batch at the paper size (even)")
     p.add_argument("--paper-crop", type=int, default=448)
     p.add_argument("--steps", type=int, default=2, help="timed training steps at the paper size")
+    p.add_argument("--quick-batch", type=int, default=None, help="default: the quick profile's batch")
+    p.add_argument("--quick-crop", type=int, default=None, help="default: the quick profile's crop")
     p.add_argument("--quick-steps", type=int, default=5, help="timed training steps at the quick size")
     p.add_argument("--engine-steps", type=int, default=8)
     p.add_argument("--engine-trials", type=int, default=3)

@@ -327,3 +327,38 @@ def scores_markdown_table(summary: pd.DataFrame) -> pd.DataFrame:
         out[c] = [f"{m:.{digits}f} ± {s:.{digits}f}" if np.isfinite(m) else ""
                   for m, s in zip(summary[f"{c}_mean"], summary[f"{c}_std"])]
     return out
+
+
+def cam_study(run_dirs: Sequence[str | Path], cam: str = "gradcam", target: str = "pred",
+              n_images: int = 32, road_images: int = 8, gallery_images: int = 6,
+              score: bool = True) -> tuple[pd.DataFrame, dict | None, list[str]]:
+    """CAMs of several runs on the same first test images of their dataset.
+
+    Returns (scores: one row per run, see :func:`score_cams`; gallery: the inputs and one
+    column per method from the first run of each method, or None; skipped: messages for
+    runs that could not be loaded, e.g. a missing checkpoint). `target`: explain the
+    predicted ('pred') or the true ('true') class. Localization needs boxes and parts.
+    """
+    if target not in ("pred", "true"):
+        raise ValueError(f"target {target!r}; valid: ['pred', 'true']")
+    rows, columns, skipped, gallery = [], [], [], None
+    for run_dir in run_dirs:
+        try:
+            rc = load_run_cams(run_dir, max(n_images, gallery_images))
+        except FileNotFoundError as e:
+            skipped.append(str(e))
+            continue
+        result = compute_cams(rc.model, rc.images, cam, rc.labels if target == "true" else None)
+        has_annotations = any(b is not None for b in rc.boxes)
+        if score and has_annotations:
+            rows.append(score_cams(rc, result, road=road_images > 0, road_images=road_images))
+        if rc.method not in {c["method"] for c in columns}:
+            k = gallery_images
+            columns.append({"method": rc.method, "title": f"{rc.method} (s{rc.seed})",
+                            "cams": result.cams[:k], "preds": result.preds[:k]})
+            if gallery is None:
+                gallery = {"images": rc.images[:k], "labels": rc.labels[:k],
+                           "classes": rc.classes, "boxes": rc.boxes[:k]}
+    if gallery is not None:
+        gallery["columns"] = columns
+    return pd.DataFrame(rows), gallery, skipped

@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
+import warnings
+from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
@@ -87,33 +89,58 @@ def build(method: str, variant: str = "full", num_classes: int = 200, backbone: 
           input_size: int = 448, device: torch.device | str = "cpu") -> nn.Module:
     """Method `method` with the switches of its named variant, untrained (weights='none')."""
     from .config import load_variants
-    from .methods import create_method
 
-    variants = load_variants(method)
+    cfg = {"backbone": backbone, "input_size": input_size,
+           **_variant_cfg(load_variants(method), method, variant)}
+    return _create(method, cfg, num_classes, device)
+
+
+def _variant_cfg(variants: dict, method: str, variant: str) -> dict:
     if variant not in variants:
         raise ValueError(f"unknown variant {variant!r} of {method!r}; valid: {list(variants)}")
+    return dict(variants[variant].get("cfg", {}))
+
+
+def _create(method: str, model_cfg: dict, num_classes: int, device: torch.device | str) -> nn.Module:
+    """The method, untrained (weights='none': no download, and costs do not depend on weights)."""
+    from .methods import create_method
+
     with torch.device(device):
-        return create_method(method, num_classes, backbone=backbone, weights="none",
-                             input_size=input_size, **variants[variant].get("cfg", {}))
+        return create_method(method, num_classes, **{**model_cfg, "weights": "none"})
 
 
+@contextlib.contextmanager
 def _fake_mode():
     """torch's FakeTensorMode with a shape environment: like meta, but also runs operators
     with data-dependent shapes (torchvision's NMS, `.item()` sizes)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
-    return FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # notes about unbacked sizes of data-dependent ops
+        with FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True):
+            yield
 
 
 def macs_of(method: str, variant: str = "full", num_classes: int = 200, backbone: str = "resnet50",
             input_size: int = 448) -> dict:
-    """Parameters and per-image MACs (inference, training step) of one variant.
+    """Parameters and per-image MACs (inference, training step) of one named variant."""
+    from .config import load_variants
+
+    cfg = {"backbone": backbone, "input_size": input_size,
+           **_variant_cfg(load_variants(method), method, variant)}
+    return macs_of_config(method, cfg, num_classes)
+
+
+def macs_of_config(method: str, model_cfg: dict, num_classes: int) -> dict:
+    """Parameters and per-image MACs (inference, training step) of a method built from
+    `model_cfg` (fields of its Config, as in a run's config.json `model`) at its input_size.
 
     Each count is tried on the meta device, then on fake tensors, then on real CPU tensors
     (slow at 448: only for methods whose code needs real values, e.g. a check of the labels).
     `counted_on` records where each count was made.
     """
+    size = int(model_cfg.get("input_size", 448))
     out: dict = {}
     where = []
     for train, batch in ((False, 1), (True, 2)):
@@ -123,10 +150,9 @@ def macs_of(method: str, variant: str = "full", num_classes: int = 200, backbone
             try:
                 with _fake_mode() if device == "fake" else contextlib.nullcontext():
                     torch.manual_seed(0)
-                    model = build(method, variant, num_classes, backbone, input_size,
-                                  "cpu" if device == "fake" else device)
-                    x = torch.randn(batch, 3, input_size, input_size,
-                                    device="cpu" if device == "fake" else device)
+                    dev = "cpu" if device == "fake" else device
+                    model = _create(method, model_cfg, num_classes, dev)
+                    x = torch.randn(batch, 3, size, size, device=dev)
                     macs = count_macs(model, x, train, y.to(x.device) if device != "fake" else y)
                 break
             except Exception:  # operators that need values: try the next, more costly, way
@@ -141,8 +167,8 @@ def macs_of(method: str, variant: str = "full", num_classes: int = 200, backbone
 
 def complexity_row(method: str, variant: str = "full", num_classes: int = 200,
                    backbone: str = "resnet50", input_size: int = 448, latency: bool = True,
-                   device: str = "cpu", warmup: int = 1, repeats: int = 2,
-                   batch: int = 1) -> dict:
+                   train_latency: bool = True, device: str = "cpu", warmup: int = 1,
+                   repeats: int = 2, batch: int = 1) -> dict:
     """One row of the complexity table: ours (params M, GMACs, ms) and the paper's if any."""
     m = macs_of(method, variant, num_classes, backbone, input_size)
     row = {"method": method, "variant": variant, "backbone": backbone, "input": input_size,
@@ -153,10 +179,11 @@ def complexity_row(method: str, variant: str = "full", num_classes: int = 200,
         model = build(method, variant, num_classes, backbone, input_size, device)
         x = torch.randn(batch, 3, input_size, input_size, device=device)
         row["infer_ms"] = measure_latency(model, x, False, warmup, repeats)
-        # BatchNorm in training needs >1 value per channel: train steps use at least 2 images.
-        xt = torch.randn(max(batch, 2), 3, input_size, input_size, device=device)
-        row["train_ms"] = measure_latency(model, xt, True, warmup, repeats)
-        row["train_batch"] = xt.shape[0]
+        if train_latency:
+            # BatchNorm in training needs >1 value per channel: a train step has >= 2 images.
+            xt = torch.randn(max(batch, 2), 3, input_size, input_size, device=device)
+            row["train_ms"] = measure_latency(model, xt, True, warmup, repeats)
+            row["train_batch"] = xt.shape[0]
         row["latency_device"] = _device_name(device)
     paper = PAPER_TABLE4.get((method, variant))
     if paper and backbone == "resnet50" and input_size == 448:
@@ -174,7 +201,8 @@ def _device_name(device: str) -> str:
 def complexity_table(methods: Iterable[str], variants: str | Iterable[str] = "all",
                      latency_variants: str | Iterable[str] = "full", **kwargs) -> pd.DataFrame:
     """Rows for every (method, variant); `variants` 'all' or names; latency is timed only for
-    `latency_variants` ('all', 'none', or names; default 'full') since it is the slow part.
+    `latency_variants` since it is the slow part: 'all', 'none', 'table4' (the rows of the
+    paper's Table 4, PAPER_TABLE4) or names (default 'full').
     Other keyword arguments go to :func:`complexity_row`."""
     from .config import list_variants
 
@@ -184,6 +212,8 @@ def complexity_table(methods: Iterable[str], variants: str | Iterable[str] = "al
             return names
         if spec == "none":
             return []
+        if spec == "table4":
+            return [v for v in names if (method, v) in PAPER_TABLE4]
         spec = [spec] if isinstance(spec, str) else list(spec)
         return [v for v in names if v in spec]
 
@@ -203,3 +233,25 @@ def complexity_markdown_table(df: pd.DataFrame) -> pd.DataFrame:
             "infer_ms": "infer ms", "train_ms": "train ms / step", "paper_ms": "paper ms (3090)"}
     out = df[[c for c in cols if c in df]].rename(columns=cols)
     return out.round(2).astype(object).where(out.notna(), "")
+
+
+def cost_accuracy_points(runs: pd.DataFrame, root) -> pd.DataFrame:
+    """Per (dataset, method, variant) of `runs` (fgvc.results.load_runs): test top-1 mean ±
+    std over seeds and the inference GMACs of the model those runs trained (their own
+    backbone and crop, read from a run's config.json)."""
+    from . import io
+    from .results import summarize
+
+    if runs.empty:
+        return pd.DataFrame(columns=["dataset", "method", "variant", "mean", "std", "n",
+                                     "infer_GMACs", "params_M"])
+    points = summarize(runs)
+    macs, params = [], []
+    for _, p in points.iterrows():
+        first = runs[(runs["dataset"] == p["dataset"]) & (runs["method"] == p["method"])
+                     & (runs["variant"] == p["variant"])].iloc[0]
+        cfg = io.read_json(Path(root) / first["run_dir"] / "config.json")
+        m = macs_of_config(p["method"], cfg["model"], int(first["num_classes"]))
+        macs.append(m["infer_MACs"] / 1e9)
+        params.append(m["params"] / 1e6)
+    return points.assign(infer_GMACs=macs, params_M=params)

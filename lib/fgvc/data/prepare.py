@@ -191,7 +191,7 @@ class PreparedImages:
         return self._array
 
     def image(self, path: str) -> tv_tensors.Image:
-        hwc = torch.from_numpy(np.ascontiguousarray(self.array[self.row[path]]))
+        hwc = torch.from_numpy(np.array(self.array[self.row[path]]))  # copy out of the map
         return tv_tensors.Image(hwc.permute(2, 0, 1))  # (3, S, S) uint8
 
 
