@@ -252,9 +252,20 @@ def load_run_model(run_dir: str | Path, device: str = "cpu") -> tuple[dict, nn.M
     return cfg, model.to(device).eval()
 
 
+def spread_over_classes(labels: Sequence[int], n: int) -> list[int]:
+    """`n` indices taking the 1st image of each class in turn, then the 2nd, ... (classes in
+    order): the same images for every run of a dataset, and as many classes as possible."""
+    by_class: dict[int, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_class.setdefault(y, []).append(i)
+    order = [idx[k] for k in range(max(map(len, by_class.values()), default=0))
+             for _, idx in sorted(by_class.items()) if k < len(idx)]
+    return order[:n]
+
+
 def load_run_cams(run_dir: str | Path, n_images: int = 16, device: str = "cpu") -> RunCams:
-    """A run's model and its first `n_images` test images (the same images for every run of
-    a dataset and crop), with boxes and counted parts mapped to input pixels."""
+    """A run's model and `n_images` test images (spread over the classes, the same for every
+    run of a dataset), with boxes and counted parts mapped to input pixels."""
     from PIL import Image
 
     from .data import ImageDataset, build_transforms, load_split
@@ -263,7 +274,8 @@ def load_run_cams(run_dir: str | Path, n_images: int = 16, device: str = "cpu") 
     d = cfg["data"]
     split = load_split(cfg["dataset"], cfg["data_root"], remove_banner=d["remove_banner"],
                        synth=d["synth"])
-    ds = ImageDataset(split.test[:n_images], build_transforms(d["resize"], d["crop"], train=False),
+    pick = spread_over_classes([s.label for s in split.test], n_images)
+    ds = ImageDataset([split.test[i] for i in pick], build_transforms(d["resize"], d["crop"], train=False),
                       split.crop_bottom)
     counted = discriminative_parts(cfg["dataset"], cfg["data_root"], split.part_names,
                                    split.num_classes)
@@ -286,7 +298,8 @@ def load_run_cams(run_dir: str | Path, n_images: int = 16, device: str = "cpu") 
 
 
 def score_cams(rc: RunCams, result: CamResult, tolerance: float | None = None,
-               road: bool = True, road_images: int = 8) -> dict:
+               road: bool = True, road_images: int = 8,
+               road_percentiles: Sequence[int] = (20, 40, 60, 80)) -> dict:
     """Localization and faithfulness of one run's CAMs, averaged over its images.
 
     `tolerance` of the pointing game in input pixels; default the classic 15 px at 224,
@@ -303,14 +316,15 @@ def score_cams(rc: RunCams, result: CamResult, tolerance: float | None = None,
     if road:
         n = min(road_images, len(result.cams))
         row["road"] = float(road_scores(rc.model, rc.images[:n], result.cams[:n],
-                                        result.targets[:n]).mean())
+                                        result.targets[:n], road_percentiles).mean())
+        row["road_images"] = n
     return row
 
 
 def summarize_scores(scores: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, method, variant): mean ± std over seeds of every score column, and n."""
     cols = [c for c in ("accuracy", "energy_in_box", "pointing_game", "road") if c in scores]
-    g = scores.groupby(["dataset", "method", "variant"])[cols]
+    g = scores.groupby(["dataset", "method", "variant"], sort=False)[cols]  # keep run order
     mean, std = g.mean(), g.std().fillna(0.0)
     out = pd.concat({"mean": mean, "std": std}, axis=1)
     out.columns = [f"{c}_{stat}" for stat, c in out.columns]
@@ -331,7 +345,7 @@ def scores_markdown_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 def cam_study(run_dirs: Sequence[str | Path], cam: str = "gradcam", target: str = "pred",
               n_images: int = 32, road_images: int = 8, gallery_images: int = 6,
-              score: bool = True) -> tuple[pd.DataFrame, dict | None, list[str]]:
+              score: bool = True, road_percentiles: Sequence[int] = (20, 40, 60, 80)) -> tuple[pd.DataFrame, dict | None, list[str]]:
     """CAMs of several runs on the same first test images of their dataset.
 
     Returns (scores: one row per run, see :func:`score_cams`; gallery: the inputs and one
@@ -351,14 +365,15 @@ def cam_study(run_dirs: Sequence[str | Path], cam: str = "gradcam", target: str 
         result = compute_cams(rc.model, rc.images, cam, rc.labels if target == "true" else None)
         has_annotations = any(b is not None for b in rc.boxes)
         if score and has_annotations:
-            rows.append(score_cams(rc, result, road=road_images > 0, road_images=road_images))
+            rows.append(score_cams(rc, result, road=road_images > 0, road_images=road_images,
+                                   road_percentiles=road_percentiles))
         if rc.method not in {c["method"] for c in columns}:
             k = gallery_images
             columns.append({"method": rc.method, "title": f"{rc.method} (s{rc.seed})",
                             "cams": result.cams[:k], "preds": result.preds[:k]})
             if gallery is None:
                 gallery = {"images": rc.images[:k], "labels": rc.labels[:k],
-                           "classes": rc.classes, "boxes": rc.boxes[:k]}
+                           "classes": rc.classes, "boxes": rc.boxes[:k], "parts": rc.parts[:k]}
     if gallery is not None:
         gallery["columns"] = columns
     return pd.DataFrame(rows), gallery, skipped

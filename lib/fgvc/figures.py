@@ -37,12 +37,15 @@ def short_name(name: str, width: int = 16) -> str:
 
 
 def gallery(images: torch.Tensor, labels: Sequence[int], columns: Sequence[dict],
-            classes: Sequence[str], title: str = ""):
+            classes: Sequence[str], title: str = "", boxes: Sequence | None = None,
+            parts: Sequence | None = None):
     """Rows = images, columns = the input then one CAM overlay per entry of `columns`.
 
     `images`: (N, 3, H, W) normalised as the networks saw them; each column is a dict with
     `title`, `cams` (N, H, W) in [0, 1] and `preds` (N,); each tile says predicted vs true
-    class, green when right, red when wrong.
+    class, green when right, red when wrong. Optional `boxes` ((x, y, w, h) or None) and
+    `parts` ((P, 2) x, y) in input pixels are drawn on the input tile (the box and the parts
+    the pointing game counts).
     """
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
@@ -53,6 +56,13 @@ def gallery(images: torch.Tensor, labels: Sequence[int], columns: Sequence[dict]
     fig, axes = plt.subplots(n, k + 1, figsize=(1.9 * (k + 1), 2.0 * n + 0.4), squeeze=False)
     for i in range(n):
         axes[i, 0].imshow(rgb[i])
+        if boxes is not None and boxes[i] is not None:
+            x, y, w, h = boxes[i]
+            axes[i, 0].add_patch(plt.Rectangle((x - 0.5, y - 0.5), w, h, fill=False, lw=1,
+                                               ec="yellow"))
+        if parts is not None and len(parts[i]):
+            axes[i, 0].scatter(np.asarray(parts[i])[:, 0] - 0.5, np.asarray(parts[i])[:, 1] - 0.5,
+                               s=14, c="cyan", marker="+", linewidths=1)
         axes[i, 0].set_title(f"true: {short_name(classes[labels[i]])}", fontsize=7)
         for j, col in enumerate(columns):
             ax = axes[i, j + 1]
@@ -63,7 +73,6 @@ def gallery(images: torch.Tensor, labels: Sequence[int], columns: Sequence[dict]
                          color="green" if ok else "red")
         for ax in axes[i]:
             ax.set_xticks([]), ax.set_yticks([])
-    axes[0, 0].set_xlabel("input", fontsize=8)
     for j, col in enumerate(columns):
         axes[0, j + 1].annotate(col["title"], (0.5, 1.28), xycoords="axes fraction",
                                 ha="center", fontsize=9, weight="bold")
@@ -105,7 +114,7 @@ def ablation_chart(table: pd.DataFrame, method: str, dataset: str):
     ax.set_xticks(x, t["variant"], rotation=20, ha="right")
     ax.set_ylabel("test top-1 (%)")
     ax.set_title(f"{method}: ablation rows of the paper")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
 

@@ -72,7 +72,10 @@ def load_split(name: str, root: str | os.PathLike | None = None, *, remove_banne
     from fgvc.paths import resolve
 
     _check_name(name)
-    root = resolve(root) if root is not None else default_root(name)
+    if root is not None:
+        root = resolve(root)
+    else:
+        root = synthbirds_root(synth) if name == "synthbirds" else default_root(name)
     if name == "aircraft":
         return load_aircraft(root, remove_banner=remove_banner)
     if name == "synthbirds":
@@ -80,10 +83,26 @@ def load_split(name: str, root: str | os.PathLike | None = None, *, remove_banne
     return DATASETS[name](root)
 
 
+def synthbirds_root(synth: dict | None = None) -> Path:
+    """Default root of a SynthBirds set: ``data/synthbirds/<spec>``, one folder per generator
+    spec ("default" for the default one), so runs with different sizes never share a folder."""
+    import hashlib
+    import json
+
+    from . import synthbirds
+
+    synth = dict(synth or {})
+    sp = synthbirds.spec(**synth)
+    name = "default" if sp == synthbirds.spec() else \
+        "spec-" + hashlib.sha256(json.dumps(sp, sort_keys=True).encode()).hexdigest()[:10]
+    return default_root("synthbirds") / name
+
+
 def build_data(name: str, root: str | os.PathLike | None = None, *, resize: int, crop: int,
                val_fraction: float = 0.1, seed: int = 0, rotation: float = 0.0, vflip: bool = False,
                hflip: bool = True, remove_banner: bool = True, check_images: bool = True,
-               skip_bad_images: bool = False, synth: dict | None = None) -> DataBundle:
+               skip_bad_images: bool = False, synth: dict | None = None,
+               cache: bool | str | os.PathLike | None = "auto") -> DataBundle:
     """Load dataset `name`, carve a stratified validation split from train, attach transforms.
 
     - `root`: dataset root (relative paths are taken from the repository root); default
@@ -93,11 +112,27 @@ def build_data(name: str, root: str | os.PathLike | None = None, *, resize: int,
       truncated, unreadable) raises :class:`CorruptImagesError` listing each path and reason,
       unless `skip_bad_images`, which drops them and records them in ``bundle.bad_images``.
     - `remove_banner`: FGVC-Aircraft only; `synth`: keyword arguments for SynthBirds generation.
+    - `cache`: read images from the prepared cache (``python -m fgvc.data prepare``, see
+      :mod:`fgvc.data.prepare`): "auto"/True = the default cache folder when it exists and is
+      valid for these files at `resize`, a path = that folder (must be valid), False = never.
+      Batches are bitwise identical either way; the cache only saves decoding and resizing.
     """
     split = load_split(name, root, remove_banner=remove_banner, synth=synth)
+    # --- prepared-image cache (fgvc.data.prepare) -----------------------------------------
+    from fgvc.paths import resolve as _resolve_path
+
+    from .prepare import CachedImageDataset, find_cache
+
+    data_root = _resolve_path(root) if root is not None else (
+        synthbirds_root(synth) if name == "synthbirds" else default_root(name))
+    prepared = find_cache(name, data_root, split.train + split.test, resize, split.crop_bottom, cache)
+    # ---------------------------------------------------------------------------------------
     bad: list[tuple[str, str]] = []
     if check_images:
-        bad = scan_images(split.train + split.test, split.crop_bottom)
+        if prepared is not None:  # prepare decoded every image already; it lists the bad ones
+            bad = prepared.bad_of(split.train + split.test)
+        else:
+            bad = scan_images(split.train + split.test, split.crop_bottom)
         if bad and not skip_bad_images:
             raise CorruptImagesError(bad, "Fix or remove these files, or pass skip_bad_images=True to skip them.")
         bad_paths = {p for p, _ in bad}
@@ -109,10 +144,16 @@ def build_data(name: str, root: str | os.PathLike | None = None, *, resize: int,
     train_tf = build_transforms(resize, crop, train=True, rotation=rotation, hflip=hflip, vflip=vflip)
     eval_tf = build_transforms(resize, crop, train=False)
     cb = split.crop_bottom
+
+    def dataset(samples, tf) -> ImageDataset:
+        if prepared is not None:
+            return CachedImageDataset(samples, tf, cb, cache=prepared)
+        return ImageDataset(samples, tf, cb)
+
     return DataBundle(
-        train=ImageDataset([split.train[i] for i in train_idx], train_tf, cb),
-        val=ImageDataset([split.train[i] for i in val_idx], eval_tf, cb),
-        test=ImageDataset(split.test, eval_tf, cb),
+        train=dataset([split.train[i] for i in train_idx], train_tf),
+        val=dataset([split.train[i] for i in val_idx], eval_tf),
+        test=dataset(split.test, eval_tf),
         classes=split.classes,
         num_classes=len(split.classes),
         split=split,

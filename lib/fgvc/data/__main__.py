@@ -4,6 +4,9 @@
     python -m fgvc.data download NAME [--root R]           fetch + verify + extract (cub, aircraft);
                                                            for cars: says which files to place where
     python -m fgvc.data generate synthbirds [--root R] [--seed S]
+    python -m fgvc.data prepare NAME --size S [--root R] [--out DIR] [--workers N]
+                                                           cache every image resized to S x S
+                                                           (S = the profile's data.resize)
 
 NAME is one of cub, cars, aircraft, synthbirds. A relative --root is taken from the current
 directory; without --root the default ``data/<name>`` of the repository (env FGVC_DATA) is used.
@@ -15,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import DATASETS, default_root
+from . import DATASETS, default_root, synthbirds_root
 from .base import DatasetNotFound
 from .download import ChecksumMismatch, check, download
 
@@ -36,9 +39,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name", choices=["synthbirds"])
     p.add_argument("--root", type=Path)
     p.add_argument("--seed", type=int, default=0)
+    # --- prepared-image cache (fgvc.data.prepare) ---
+    p = sub.add_parser("prepare", help="store every image once, resized to SIZE x SIZE (uint8), "
+                                       "so training does not decode full-size JPEGs every epoch")
+    p.add_argument("name", choices=sorted(DATASETS))
+    p.add_argument("--size", type=int, required=True, help="the profile's data.resize (paper: 550)")
+    p.add_argument("--root", type=Path)
+    p.add_argument("--out", type=Path, help="cache folder (default: $FGVC_CACHE or data/cache, "
+                                            "<name>-<size>-<root hash>; found there by build_data)")
+    p.add_argument("--workers", type=int, default=None, help="decoding threads (default: min(8, cpus))")
     args = parser.parse_args(argv)
 
-    root = args.root.expanduser().resolve() if args.root else default_root(args.name)
+    root = args.root.expanduser().resolve() if args.root else (
+        synthbirds_root({"seed": args.seed} if getattr(args, "seed", 0) else None)
+        if args.name == "synthbirds" else default_root(args.name))
     try:
         if args.command == "check":
             report = check(args.name, root, scan=args.scan)
@@ -49,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
             report = check(args.name, root)
             print(report)
             return 0 if report.ok else 1
+        if args.command == "prepare":
+            from .prepare import prepare
+
+            out = prepare(args.name, args.size, root, out=args.out, workers=args.workers)
+            print(f"prepared cache ready at {out}")
+            return 0
         from . import synthbirds
 
         print(f"SynthBirds (seed {args.seed}) ready at {synthbirds.ensure(root, seed=args.seed)}")

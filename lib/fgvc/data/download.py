@@ -196,12 +196,13 @@ def check(name: str, root: str | os.PathLike | None = None, *, scan: bool = Fals
     With ``scan=True`` every image is also decoded once and each bad one is a problem.
     A missing dataset is reported as a problem carrying the DatasetNotFound message.
     """
-    from . import DATASETS, default_root
+    from . import DATASETS, default_root, synthbirds_root
 
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
     manifest = manifest or load_manifest()
-    root = Path(root).expanduser() if root is not None else default_root(name)
+    root = Path(root).expanduser() if root is not None else (
+        synthbirds_root() if name == "synthbirds" else default_root(name))
     report = CheckReport(name, root)
     try:
         split = DATASETS[name](root) if name != "synthbirds" else _load_existing_synthbirds(root)

@@ -66,8 +66,12 @@ def _resizer(size: int) -> v2.Compose:
     return v2.Compose([v2.ToImage(), v2.Resize((size, size), antialias=True)])
 
 
-def _stat(path: str) -> list[int]:
-    st = os.stat(path)
+def _stat(path: str) -> list[int] | None:
+    """[size, mtime_ns] of a file, None if it is missing."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
     return [st.st_size, st.st_mtime_ns]
 
 
@@ -114,7 +118,7 @@ def prepare_samples(samples: Sequence[Sample], size: int, out: str | os.PathLike
     arr.flush()
     del arr
     index = {"version": VERSION, "size": size, "crop_bottom": crop_bottom, "paths": paths,
-             "stat": [_stat(p) if p not in bad else None for p in paths],
+             "stat": [_stat(p) for p in paths],
              "bad": [[p, bad[p]] for p in paths if p in bad]}
     (tmp / INDEX).write_text(json.dumps(index))
     if out.exists():
@@ -157,6 +161,7 @@ class PreparedImages:
         self.stat: list = index["stat"]
         self.bad: list[tuple[str, str]] = [tuple(b) for b in index["bad"]]
         self.row = {p: i for i, p in enumerate(self.paths)}
+        self.bad_paths = {p for p, _ in self.bad}
         self._array: np.ndarray | None = None
 
     def __getstate__(self) -> dict:
@@ -170,19 +175,18 @@ class PreparedImages:
             return f"prepared at size {self.size}, not {size}"
         if self.crop_bottom != crop_bottom:
             return f"prepared with crop_bottom={self.crop_bottom}, not {crop_bottom}"
-        bad = {p for p, _ in self.bad}
         for p in _unique_paths(samples):
             i = self.row.get(p)
             if i is None:
                 return f"{p} is not in the cache"
-            if p in bad:
-                continue
-            try:
-                if _stat(p) != self.stat[i]:
-                    return f"{p} changed since the cache was prepared"
-            except FileNotFoundError:
-                return f"{p} no longer exists"
+            if _stat(p) != self.stat[i]:
+                return f"{p} changed since the cache was prepared"
         return None
+
+    def bad_of(self, samples: Sequence[Sample]) -> list[tuple[str, str]]:
+        """(path, reason) of the images among `samples` that could not be decoded, in order."""
+        bad = dict(self.bad)
+        return [(p, bad[p]) for p in _unique_paths(samples) if p in bad]
 
     @property
     def array(self) -> np.ndarray:
@@ -207,7 +211,10 @@ class CachedImageDataset(ImageDataset):
         self.cache = cache
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x = self.cache.image(self.samples[i].path)
+        path = self.samples[i].path
+        if path in self.cache.bad_paths:  # as decoding the original would
+            raise BadImage(path, dict(self.cache.bad)[path])
+        x = self.cache.image(path)
         if self.transform is not None:
             x = self.transform(x)
         else:

@@ -1,0 +1,104 @@
+"""The Slurm backend through submitit's debug (in-process) and local (subprocess) executors."""
+from __future__ import annotations
+
+import io as _io
+import json
+import sys
+
+import pytest
+
+from fgvc import io, slurm
+from fgvc.grid import plan, run_grid
+
+TINY_SYNTH = {"n_genera": 2, "species_per_genus": 2, "train_per_class": 12, "test_per_class": 4}
+TINY = {"train.epochs": 1, "train.max_steps": 2, "train.batch_size": 8, "data.synth": TINY_SYNTH}
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    for key, sub in (("FGVC_RESULTS", "results"), ("FGVC_CHECKPOINTS", "ckpt"), ("FGVC_DATA", "data")):
+        monkeypatch.setenv(key, str(tmp_path / sub))
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    monkeypatch.delenv("FGVC_SLURM", raising=False)
+    return tmp_path
+
+
+def _in_process_execute(cfg, threads=None, log=None):
+    """Stand-in for fgvc.grid.execute (papermill) in the debug executor: the same run, in-process."""
+    from fgvc.run import run
+
+    run(cfg, progress=False)
+
+
+def test_settings_merge_and_validation(monkeypatch):
+    monkeypatch.setenv("FGVC_SLURM", json.dumps({"partition": "gpu", "array_parallelism": 4}))
+    s = slurm.slurm_settings("quick", {"time_min": 30})
+    assert (s["partition"], s["array_parallelism"], s["time_min"]) == ("gpu", 4, 30)
+    assert s["launcher"] == "notebook" and s["wait"] is True
+    with pytest.raises(ValueError, match="unknown Slurm setting.*'array_parallelism'"):
+        slurm.slurm_settings(None, {"arrays": 3})
+    with pytest.raises(ValueError, match="launcher"):
+        slurm.slurm_settings(None, {"launcher": "mpi"})
+
+
+def test_executor_parameters(env):
+    ex = slurm.make_executor(slurm.slurm_settings(None, {"cluster": "debug", "partition": "gpu",
+                                                         "gpus_per_node": 0}))
+    assert ex.cluster == "debug"
+
+
+def test_train_command():
+    cfg = plan("quick", methods=["baseline"], seeds=[3], overrides={"train.epochs": 1})[0].config()
+    cmd = slurm.train_command(cfg)
+    assert cmd[:3] == [sys.executable, "-m", "fgvc.train"]
+    assert ["--seed", "3"] == cmd[cmd.index("--seed"):cmd.index("--seed") + 2]
+    assert "train.epochs=1" in cmd and cfg["run_id"] in cmd
+    ddp = slurm.train_command(cfg, nproc=4)
+    assert ddp[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc-per-node=4" in ddp
+
+
+def test_debug_executor_runs_grid_records_failures_and_skips_on_rerun(env, monkeypatch):
+    monkeypatch.setattr("fgvc.grid.execute", _in_process_execute)
+    monkeypatch.setenv("FGVC_SLURM", json.dumps({"cluster": "debug", "gpus_per_node": 0}))
+    # 'cub' has no data here: that job fails; the synthbirds job runs.
+    specs = plan("quick", methods=["baseline"], datasets=["synthbirds", "cub"], seeds=[0],
+                 overrides=TINY)
+    out = _io.StringIO()
+    result = run_grid(specs, backend="slurm", out=out)
+    assert len(result["done"]) == 1 and len(result["failed"]) == 1, out.getvalue()
+    assert set(result["jobs"]) == {s.config()["run_id"] for s in specs}
+    done = env / "results" / "runs" / result["done"][0]
+    assert (done / "metrics.json").is_file()
+    failures = io.read_json(env / "results" / "failures.json")
+    assert list(failures) == list(result["failed"]) and "cub" in next(iter(failures))
+    assert "submitted 2 job(s) [debug]" in out.getvalue()
+
+    again = run_grid(specs, backend="slurm", out=_io.StringIO())
+    assert again["skipped"] == result["done"] and list(again["failed"]) == list(result["failed"])
+
+
+def test_no_wait_submits_and_returns(env, monkeypatch):
+    monkeypatch.setattr("fgvc.grid.execute", _in_process_execute)
+    specs = plan("quick", methods=["baseline"], seeds=[0], overrides=TINY)
+    out = _io.StringIO()
+    result = slurm.submit_grid([s.config() for s in specs], {"done": [], "skipped": [], "failed": {},
+                                                             "locked": []}, out=out,
+                               settings={"cluster": "debug", "gpus_per_node": 0, "wait": False})
+    assert len(result["jobs"]) == 1 and result["done"] == []
+    assert "not waiting" in out.getvalue()
+    assert not (env / "results" / "runs" / specs[0].config()["run_id"] / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_local_executor_runs_fgvc_train_in_a_subprocess(env):
+    specs = plan("quick", methods=["baseline"], seeds=[0], overrides=TINY)
+    out = _io.StringIO()
+    result = slurm.submit_grid([s.config() for s in specs], {"done": [], "skipped": [], "failed": {},
+                                                             "locked": []}, out=out,
+                               settings={"cluster": "local", "gpus_per_node": 0, "cpus_per_task": 1,
+                                         "launcher": "train", "time_min": 10})
+    assert result["done"] == [specs[0].config()["run_id"]], out.getvalue()
+    run_dir = env / "results" / "runs" / result["done"][0]
+    m = io.read_json(run_dir / "metrics.json")
+    assert m["world_size"] == 1 and m["epochs"] == 1
+    assert (run_dir / "train.log").is_file()
