@@ -34,7 +34,7 @@ def _has(method):
     ({"method": "baseline", "variant": "nope"}, "unknown variant 'nope' of 'baseline'; valid: ['full'"),
     ({"method": "baseline", "dataset": "birds"}, "unknown dataset 'birds'; valid: ['aircraft', 'cars', 'cub', 'synthbirds']"),
     ({"method": "baseline", "profile": "fast"}, "unknown profile 'fast'; valid: ['paper', 'quick']"),
-    ({"method": "baseline", "overrides": {"train.epoch": 3}}, "unknown setting train.'epoch'; valid: ["),
+    ({"method": "baseline", "overrides": {"train.epoch": 3}}, "unknown setting 'train.epoch'; valid: ["),
     ({"method": "baseline", "overrides": {"optim.lr": 3}}, "unknown override section(s) ['optim']"),
     ({"method": "baseline", "overrides": {"model.backbone": "vgg16"}}, "unknown backbone 'vgg16'"),
     ({"method": "baseline", "overrides": {"data.crop": 100}}, "data.crop 100 is larger than data.resize"),

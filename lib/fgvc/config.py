@@ -48,7 +48,7 @@ def _merge(base: dict, over: dict, where: str) -> dict:
     out = copy.deepcopy(base)
     for key, value in over.items():
         if key not in out:
-            raise ValueError(f"unknown setting {where}{key!r}; valid: {sorted(out)}")
+            raise ValueError(f"unknown setting '{where}{key}'; valid: {sorted(out)}")
         if isinstance(out[key], dict) and isinstance(value, dict) and key != "synth":
             out[key] = _merge(out[key], value, f"{where}{key}.")
         else:
