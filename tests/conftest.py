@@ -1,9 +1,5 @@
 import pytest
 
-TINY_SYNTH = {"n_genera": 2, "species_per_genus": 2, "train_per_class": 12, "test_per_class": 4}
-TINY = {"train.epochs": 2, "train.max_steps": 3, "train.batch_size": 8, "data.synth": TINY_SYNTH}
-
-
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tests share 2 cores with each other's processes: keep torch to one thread."""

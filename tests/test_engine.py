@@ -16,7 +16,7 @@ from fgvc.engine import CheckpointMismatch, NonFiniteLoss, build_optimizer, buil
 from fgvc.methods import create_method
 from fgvc.run import run
 
-from .conftest import TINY
+from tiny import TINY
 
 SAME = ("val_top1", "val_top5", "test_top1", "test_top5", "test_loss", "best_epoch", "params")
 LONGER = dict(TINY, **{"train.epochs": 4, "train.max_steps": 0})  # 4 epochs, 5 steps each

@@ -6,7 +6,7 @@ import json
 from fgvc import io
 from fgvc.grid import main, plan, run_grid, run_lock
 
-from .conftest import TINY
+from tiny import TINY
 
 TINY_ONE_EPOCH = {**TINY, "train.epochs": 1}
 

@@ -7,7 +7,7 @@ import pytest
 
 from fgvc.paths import NOTEBOOKS, ROOT
 
-from .conftest import TINY, TINY_SYNTH
+from tiny import TINY, TINY_SYNTH
 
 PARAMS = {
     "00_data.ipynb": {"dataset": "synthbirds", "synth": TINY_SYNTH, "n_samples": 4},

@@ -5,7 +5,7 @@ import pytest
 from fgvc.methods import list_methods
 from fgvc.run import run
 
-from .conftest import TINY_SYNTH
+from tiny import TINY_SYNTH
 
 
 @pytest.mark.slow

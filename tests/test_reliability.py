@@ -12,7 +12,7 @@ import torch
 from fgvc import io
 from fgvc.run import run
 
-from .conftest import TINY
+from tiny import TINY
 
 
 def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
