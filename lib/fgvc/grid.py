@@ -116,10 +116,20 @@ def execute(cfg: dict, threads: int | None = None, log=None) -> None:
 
 
 def _error_of(run_dir: Path) -> str:
-    """The last error line papermill logged for a failed run."""
+    """The exception a failed run raised: from its executed notebook, else papermill's log."""
+    nb = run_dir / "10_train.ipynb"
+    if nb.is_file():
+        try:
+            cells = json.loads(nb.read_text())["cells"]
+        except (ValueError, KeyError):
+            cells = []
+        for cell in cells:
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "error":
+                    return f"{out['ename']}: {out['evalue']}"[:1000]
     lines = (run_dir / "papermill.log").read_text(errors="replace").splitlines()
-    errs = [l for l in lines if "Error" in l or "Exception" in l]
-    return (errs[-1] if errs else (lines[-1] if lines else "failed")).strip()[:500]
+    errs = [line for line in lines if "Error" in line or "Exception" in line]
+    return (errs[-1] if errs else (lines[-1] if lines else "failed")).strip()[:1000]
 
 
 def run_grid(specs: list[RunSpec], workers: int = 1, backend: str = "local",
@@ -148,7 +158,7 @@ def run_grid(specs: list[RunSpec], workers: int = 1, backend: str = "local",
                 execute(cfg, threads)
                 return "done", time.time() - t0, None
             except Exception as e:  # noqa: BLE001 - every failure is recorded, the grid goes on
-                return "failed", time.time() - t0, f"{type(e).__name__}: {e}"
+                return "failed", time.time() - t0, str(e)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(one, c): c for c in todo}
