@@ -14,6 +14,8 @@ import papermill as pm
 from .paths import NOTEBOOKS, ROOT, results_dir
 
 REPORTS = ["30_report.ipynb", "20_gradcam.ipynb", "40_complexity.ipynb"]
+# The study's settings where they differ from the notebooks' stored (tiny, fast) defaults.
+STUDY_PARAMS = {"20_gradcam.ipynb": {"n_images": 64, "road_images": 16}}
 
 
 def build(profile: str = "quick", notebooks: list[str] | None = None) -> None:
@@ -25,7 +27,8 @@ def build(profile: str = "quick", notebooks: list[str] | None = None) -> None:
             print(f"report: {name} does not exist yet, skipped")
             continue
         print(f"report: running {name}", flush=True)
-        pm.execute_notebook(str(src), str(out / name), parameters={"profile": profile},
+        params = {"profile": profile, **STUDY_PARAMS.get(name, {})}
+        pm.execute_notebook(str(src), str(out / name), parameters=params,
                             cwd=str(ROOT), progress_bar=False, kernel_name="python3")
 
 
