@@ -70,7 +70,8 @@ def ablation_table(runs: pd.DataFrame, method: str) -> pd.DataFrame:
     s = s[s["method"] == method]
     order = list(load_variants(method))
     s = s.assign(_o=[order.index(v) if v in order else 99 for v in s["variant"]])
-    return s.sort_values(["dataset", "_o"]).drop(columns="_o").reset_index(drop=True)
+    s = s.sort_values(["dataset", "_o"]).drop(columns="_o").reset_index(drop=True)
+    return s.round({"mean": 1, "std": 1})
 
 
 def to_markdown(df: pd.DataFrame) -> str:
