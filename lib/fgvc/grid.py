@@ -27,6 +27,7 @@ from . import io
 from .config import list_variants, load_profile, resolve
 from .methods import list_methods
 from .paths import NOTEBOOKS, ROOT, results_dir
+from .run import is_complete
 
 TRAIN_NOTEBOOK = NOTEBOOKS / "10_train.ipynb"
 
@@ -71,11 +72,6 @@ def plan(profile: str, methods=None, variants=None, datasets=None, seeds=None,
                         if spec not in out:
                             out.append(spec)
     return out
-
-
-def is_complete(cfg: dict) -> bool:
-    path = results_dir() / "runs" / cfg["run_id"] / "metrics.json"
-    return path.is_file() and io.read_json(path).get("config_hash") == cfg["config_hash"]
 
 
 @contextmanager

@@ -25,6 +25,12 @@ from .methods import create_method, method_class
 from .paths import checkpoints_dir, resolve as resolve_path, results_dir
 
 
+def is_complete(cfg: dict) -> bool:
+    """True when the run's metrics.json exists and was written under this very config."""
+    path = results_dir() / "runs" / cfg["run_id"] / "metrics.json"
+    return path.is_file() and io.read_json(path).get("config_hash") == cfg["config_hash"]
+
+
 def pick_device(name: str) -> torch.device:
     """"auto" = CUDA if available; under DDP a CUDA device is the one of this process's local rank."""
     if name == "auto":
@@ -94,10 +100,8 @@ def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None 
     rank, world = dist_info()
     run_dir = results_dir() / "runs" / cfg["run_id"]
     ckpt_dir = checkpoints_dir() / cfg["run_id"]
-    if (run_dir / "metrics.json").is_file():
-        done = io.read_json(run_dir / "metrics.json")
-        if done.get("config_hash") == cfg["config_hash"]:
-            return done
+    if is_complete(cfg):
+        return io.read_json(run_dir / "metrics.json")
     if rank == 0:
         io.write_json(run_dir / "config.json", cfg)
     start = time.time()
