@@ -281,7 +281,7 @@ def test_ma_placement_setting():
 def test_complexity_next_to_paper_table4():
     """Our parameters and MACs of ResNet-50, +MA, +MA+EA at 448 (200 classes) vs Table 4.
 
-    Expected deviations (METHODS.md): torchvision ResNet-50 with a 200-class head has 23.9 M
+    Expected deviations (docs/METHODS.md): torchvision ResNet-50 with a 200-class head has 23.9 M
     parameters, not 22.4; MA adds ~2.2 M parameters (as in the paper) but almost no MACs
     (its convolutions act on pooled vectors or 2-channel maps), not +2 G; EA has no
     parameters (paper: +1.2 M) and costs a second pass in training only (x2 MACs, not

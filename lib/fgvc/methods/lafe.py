@@ -36,7 +36,7 @@ Choices where the paper is unclear (Config field; default; alternatives):
   since BN follows), sigma = ReLU, the max-pool maps the previous grid onto the current one
   (2x2 stride 2 for ResNets), and U_{L-1} is the previous stage's *fused* map (a cascade,
   so stage 3 reaches stage 5).
-- What the classifier sees: eq. 10 and METHODS.md say GAP of the fused F stream
+- What the classifier sees: eq. 10 and docs/METHODS.md say GAP of the fused F stream
   (`final` "fused"); the introduction says "adding the fused discriminative features and
   subtracting the fused confusable features" (`final` "sum": f_5 + U^dis_5 - U^con_5, and
   no F-stream fusion).
