@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from fgvc import io, slurm
+from fgvc import grid
 from fgvc.grid import plan, run_grid
 
 TINY_SYNTH = {"n_genera": 2, "species_per_genus": 2, "train_per_class": 12, "test_per_class": 4}
@@ -28,6 +29,11 @@ def _in_process_execute(cfg, threads=None, log=None):
     from fgvc.run import run
 
     run(cfg, progress=False)
+
+
+def _hooks():
+    """What the grid hands its Slurm backend (looked up now: tests monkeypatch fgvc.grid.execute)."""
+    return {"execute": grid.execute, "run_lock": grid.run_lock, "write_failures": grid.write_failures}
 
 
 def test_settings_merge_and_validation(monkeypatch):
@@ -83,7 +89,8 @@ def test_no_wait_submits_and_returns(env, monkeypatch):
     out = _io.StringIO()
     result = slurm.submit_grid([s.config() for s in specs], {"done": [], "skipped": [], "failed": {},
                                                              "locked": []}, out=out,
-                               settings={"cluster": "debug", "gpus_per_node": 0, "wait": False})
+                               settings={"cluster": "debug", "gpus_per_node": 0, "wait": False},
+                               **_hooks())
     assert len(result["jobs"]) == 1 and result["done"] == []
     assert "not waiting" in out.getvalue()
     assert not (env / "results" / "runs" / specs[0].config()["run_id"] / "metrics.json").exists()
@@ -96,9 +103,26 @@ def test_local_executor_runs_fgvc_train_in_a_subprocess(env):
     result = slurm.submit_grid([s.config() for s in specs], {"done": [], "skipped": [], "failed": {},
                                                              "locked": []}, out=out,
                                settings={"cluster": "local", "gpus_per_node": 0, "cpus_per_task": 1,
-                                         "launcher": "train", "time_min": 10})
+                                         "launcher": "train", "time_min": 10},
+                               **_hooks())
     assert result["done"] == [specs[0].config()["run_id"]], out.getvalue()
     run_dir = env / "results" / "runs" / result["done"][0]
     m = io.read_json(run_dir / "metrics.json")
     assert m["world_size"] == 1 and m["epochs"] == 1
     assert (run_dir / "train.log").is_file()
+
+
+def test_slurm_backend_imports_nothing_of_the_grid():
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(slurm.__file__).read_text())
+    names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {"grid", "fgvc.grid"} & names
+
+
+def test_notebook_launcher_without_execute_is_an_error(env):
+    cfg = plan("quick", methods=["baseline"], seeds=[0], overrides=TINY)[0].config()
+    with pytest.raises(ValueError, match="needs the grid's execute"):
+        slurm.run_job(cfg, "notebook", run_lock=grid.run_lock)

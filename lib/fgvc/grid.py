@@ -138,8 +138,9 @@ def run_grid(specs: list[RunSpec], workers: int = 1, backend: str = "local",
     print(f"grid: {len(configs)} runs, {len(result['skipped'])} already complete, "
           f"{len(todo)} to run with {workers} worker(s) [{backend}]", file=out, flush=True)
     if backend == "slurm":
-        from .slurm import submit_grid
-        return submit_grid(todo, result, out=out)
+        from .slurm import submit_grid  # a backend: it imports nothing of the grid
+        return submit_grid(todo, result, out=out, execute=execute, run_lock=run_lock,
+                           write_failures=write_failures)
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     start = time.time()
 

@@ -23,6 +23,10 @@ argument of :func:`submit_grid`:
   (run the same grid command again later: complete runs are skipped, missing ones resubmitted).
 - ``folder``: submitit's logs and pickles (default ``checkpoints_dir()/_slurm``; ``%j`` = job id).
 
+A backend of :mod:`fgvc.grid`, which it never imports: the grid hands :func:`submit_grid` the
+few functions a job needs (``execute`` one run through the notebook, the grid's ``run_lock``,
+``write_failures``), so the two modules form no import circle.
+
 A job skips a run that is already complete and takes the run's lock (results/.locks), so two
 grids never run the same run twice. The job sees the same FGVC_RESULTS / FGVC_CHECKPOINTS /
 FGVC_DATA as the submitting process (use paths on a shared filesystem).
@@ -35,8 +39,7 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import TextIO
+from typing import Callable, ContextManager, TextIO
 
 DEFAULTS: dict = {
     "cluster": None,
@@ -109,12 +112,22 @@ def train_command(cfg: dict, nproc: int = 1) -> list[str]:
     return [sys.executable, *args]
 
 
+# What the grid hands its backend (fgvc.grid.execute, .run_lock, .write_failures):
+Execute = Callable[..., None]                    # execute(cfg, threads): one run through the notebook
+RunLock = Callable[[str], ContextManager[bool]]  # run_lock(run_id): True if this process holds it
+WriteFailures = Callable[[dict, list], object]   # write_failures(failed, grid_ids)
+
+
 def run_job(cfg: dict, launcher: str = "notebook", threads: int | None = None,
-            nproc: int = 1, env: dict | None = None) -> tuple[str, float]:
-    """What one Slurm job does: run `cfg` unless complete or locked; ("done"|"skipped"|"locked", s)."""
+            nproc: int = 1, env: dict | None = None, *, execute: Execute | None = None,
+            run_lock: RunLock) -> tuple[str, float]:
+    """What one Slurm job does: run `cfg` unless complete or locked; ("done"|"skipped"|"locked", s).
+
+    `execute` (the notebook launcher) and `run_lock` are the grid's, passed in by it.
+    """
     os.environ.update(env or {})
-    from .grid import execute, is_complete, run_lock
     from .paths import ROOT, results_dir
+    from .run import is_complete
 
     t0 = time.time()
     with run_lock(cfg["run_id"]) as mine:
@@ -123,6 +136,8 @@ def run_job(cfg: dict, launcher: str = "notebook", threads: int | None = None,
         if is_complete(cfg):
             return "skipped", 0.0
         if launcher == "notebook":
+            if execute is None:
+                raise ValueError("the notebook launcher needs the grid's execute function")
             execute(cfg, threads)
         else:
             run_dir = results_dir() / "runs" / cfg["run_id"]
@@ -141,14 +156,17 @@ def run_job(cfg: dict, launcher: str = "notebook", threads: int | None = None,
 
 
 def submit_grid(todo_configs: list[dict], result: dict, out: TextIO = sys.stdout,
-                settings: dict | None = None) -> dict:
+                settings: dict | None = None, *, execute: Execute, run_lock: RunLock,
+                write_failures: WriteFailures) -> dict:
     """Submit one job per config (as one array); wait and collect unless settings say not to.
 
     `result` is the grid's result dict ({"done", "skipped", "failed", "locked"}); it is filled
-    in and returned, with "jobs": {run_id: job_id}.
+    in and returned, with "jobs": {run_id: job_id}. `execute`, `run_lock` and `write_failures`
+    are the grid's (:func:`fgvc.grid.execute`, ...): each job runs through them, so a run on
+    the cluster is exactly a run of the local grid; `execute` and `run_lock` are pickled into
+    every job (module-level functions travel as their module and name).
     """
     from . import io
-    from .grid import write_failures
     from .paths import results_dir
 
     result.setdefault("jobs", {})
@@ -159,7 +177,8 @@ def submit_grid(todo_configs: list[dict], result: dict, out: TextIO = sys.stdout
     env = {k: os.environ[k] for k in _ENV_KEYS if k in os.environ}
     nproc = max(int(s["gpus_per_node"] or 1), 1) if s["launcher"] == "train" else 1
     with ex.batch():
-        jobs = [ex.submit(run_job, cfg, s["launcher"], s["cpus_per_task"], nproc, env)
+        jobs = [ex.submit(run_job, cfg, s["launcher"], s["cpus_per_task"], nproc, env,
+                          execute=execute, run_lock=run_lock)
                 for cfg in todo_configs]
     for cfg, job in zip(todo_configs, jobs):
         result["jobs"][cfg["run_id"]] = str(job.job_id)

@@ -39,6 +39,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from .base import BadImage, ImageDataset, Sample, load_rgb
+from .registry import default_root, load_split, synthbirds_root
 
 VERSION = 1
 INDEX, ARRAY = "index.json", "images.npy"
@@ -132,11 +133,11 @@ def prepare(name: str, size: int, root: str | os.PathLike | None = None, *,
             synth: dict | None = None, workers: int | None = None,
             log: Callable[[str], None] | None = print) -> Path:
     """Prepare the cache of dataset `name` (train and test) at `size`; return its folder."""
-    from . import default_root, load_split
     from fgvc.paths import resolve
 
     split = load_split(name, root, remove_banner=remove_banner, synth=synth)
-    root = resolve(root) if root is not None else default_root(name)
+    root = resolve(root) if root is not None else (  # the folder load_split read
+        synthbirds_root(synth) if name == "synthbirds" else default_root(name))
     out = Path(out) if out is not None else default_cache_dir(name, size, root)
     return prepare_samples(split.train + split.test, size, out, crop_bottom=split.crop_bottom,
                            workers=workers, log=log)

@@ -2,27 +2,52 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from dataclasses import fields
+from pathlib import Path
 
 from .base import Method, config_fields
 
 _METHODS: dict[str, type[Method]] = {}
-# Modules that register methods on import (one file per method).
-_MODULES = ["baseline", "ma_ea", "lafe", "pcanet", "focus"]
+# Modules of this package that are not methods; every other public module is one method
+# file that registers its class(es) on import.
+_NOT_METHODS = {"base", "registry"}
+_loaded = False
 
 
 def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make method `cls` known under ``cls.name`` (one name, one class)."""
+    if not cls.name:
+        raise ValueError(f"{cls.__module__}.{cls.__qualname__} has no `name`")
+    old = _METHODS.get(cls.name)
+    if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"method name {cls.name!r} of {cls.__module__}.{cls.__qualname__} is "
+                         f"taken by {old.__module__}.{old.__qualname__}")
     _METHODS[cls.name] = cls
     return cls
 
 
+def method_modules() -> list[str]:
+    """Names of the method modules of this package: every module in its folder except
+    base, registry and private (``_``-prefixed) ones, sorted."""
+    folder = str(Path(__file__).resolve().parent)
+    return sorted(m.name for m in pkgutil.iter_modules([folder])
+                  if not m.ispkg and m.name not in _NOT_METHODS and not m.name.startswith("_"))
+
+
 def _load_all() -> None:
-    for mod in _MODULES:
+    """Import every method module once; a module that fails to import is an error with its cause."""
+    global _loaded
+    if _loaded:
+        return
+    for mod in method_modules():
+        name = f"{__package__}.{mod}"
         try:
-            importlib.import_module(f"{__package__}.{mod}")
-        except ModuleNotFoundError as e:  # a method not written yet is simply not listed
-            if e.name != f"{__package__}.{mod}":
-                raise
+            importlib.import_module(name)
+        except Exception as e:
+            raise ImportError(f"method module {name} failed to import: "
+                              f"{type(e).__name__}: {e}", name=name) from e
+    _loaded = True
 
 
 def list_methods() -> list[str]:
