@@ -100,8 +100,10 @@ class _MBConv(nn.Module):
         layers += _conv_bn(mid, mid, k, stride, groups=mid) + _conv_bn(mid, cout, 1, act=False)
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
+        self.pre = nn.Identity()  # a parameter-free downsampling put before the block (ma_ea)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pre(x)
         y = self.block(x)
         return x + y if self.residual else y
 
@@ -141,6 +143,31 @@ def _efficientnet_lite0(weights: str) -> Backbone:
     if weights not in ("imagenet", "none"):
         net.load_state_dict(_load_state(weights), strict=False)
     return net
+
+
+def replace_stem_pool(net: Backbone, pool: nn.Module) -> None:
+    """Put `pool` (a parameter-free stride-2 downsampling) where the backbone's first one is.
+
+    ResNet: it replaces the 3x3/s2 max-pool after conv1 (`stem[-1]`). EfficientNet-Lite0 has
+    no pooling layer: its stride 2 -> 4 step is the depthwise 3x3/s2 convolution of block 1
+    (16 -> 24 channels, the first block of `stages[0]` with stride 2). There `pool` becomes
+    the block's `pre` step and that convolution's stride becomes 1, so the output stride of
+    every stage and the state_dict's keys and shapes are unchanged; block 1 then sees
+    the pooled stride-4 map instead of striding over the stride-2 one (its weights were
+    trained for the latter, so fine-tuning must adapt them).
+    """
+    if net.is_resnet:
+        if not isinstance(net.stem[-1], nn.MaxPool2d):
+            raise ValueError("this ResNet's stem has no max-pool left to replace")
+        net.stem[-1] = pool
+        return
+    if net.name == "efficientnet_lite0":
+        block, depthwise = next((b, m) for b in net.stages[0] for m in b.block
+                                if isinstance(m, nn.Conv2d) and m.stride == (2, 2))
+        depthwise.stride = (1, 1)
+        block.pre = pool
+        return
+    raise ValueError(f"no place for a stem pooling in backbone {net.name!r}")
 
 
 BACKBONES: dict[str, Callable[[str], Backbone]] = {
