@@ -1,35 +1,24 @@
-"""The performance benchmark: one run on this machine, written to results/bench.md.
+"""The performance benchmark: one run on this machine, written to results/bench.md (+ .json).
 
-    python -m fgvc.bench [--out results/bench.md] [--paper-batch 2] [--steps 2] [--compile] ...
-    make bench
+    python -m fgvc.bench [--out results/bench.md] [--sections engine,paper,quick,data] ...  (make bench)
 
-Measured side by side, in one process (so every figure shares the machine's state):
-
-1. fp32 GEMM peak (torch.mm, n x n) — the machine's limit for MFU.
-2. Per method, at the paper configuration (ResNet-50, 448, a small batch) and at the quick
-   profile (its backbone, crop and batch): FLOPs of one training step (forward + loss +
-   backward, counted by torch.utils.flop_counter.FlopCounterMode), step time, achieved
-   FLOP/s and MFU; step time and FLOP/s relative to the baseline next to the ratios of
-   training FLOPs and inference MACs. Goal: every method >= 80% of the baseline's FLOP/s
-   (no overhead beyond its extra compute).
-3. Engine overhead: baseline training images/s through fgvc.engine.train_one_epoch vs a bare
-   PyTorch loop on the same model and batches (in memory: no data loading). Goal: <= 5%.
-4. Inference latency per method: batch 1 at the paper size, batch 32 at the quick size.
-5. Data pipeline images/s per worker (one process, as one DataLoader worker runs) with the
-   paper's 550 -> 448 train transforms: from original JPEGs, from the prepared cache
-   (fgvc.data.prepare), and the raw decode + resize rate of the same files. Images:
-   generated CUB-sized (500 x 375) JPEGs in the CUB layout. Goal: cache >= 2x originals.
-6. Optional (--compile): torch.compile'd vs eager training step of the baseline at the
-   quick size, with the compile time.
-
-Timings are the best of repeated measurements, candidates timed in turns (A B C A B C) so a
-change of load hits all alike; on a shared machine other processes still add noise, so the
-load average is reported with the figures.
+Its own figures (parameters, MACs and latency per method are the complexity table's):
+- GEMM rate: torch.mm FLOP/s (fp32; fgvc.cost.gemm_rate takes a dtype), the peak for MFU.
+- engine: baseline training images/s through fgvc.engine.train_one_epoch vs a bare PyTorch loop
+  on the same model and in-memory batches. Goal: overhead <= 5%.
+- paper, quick: training throughput per method (ResNet-50 at 448, a small batch; the quick
+  profile's backbone, crop and batch): images/s, FLOPs of a step (forward + loss + backward),
+  FLOP/s and MFU. Goal: every method >= 80% of the baseline's FLOP/s.
+- data: images/s of one loader worker (one torch thread) with the paper's 550 -> 448 train
+  transforms, from original JPEGs, from the prepared cache (fgvc.data.prepare), and raw decode
+  (+ resize), on SynthBirds JPEGs of 432 x 432 (a CUB photo's pixels). Goal: cache >= 2x.
+Timings: torch.utils.benchmark.Timer medians over >= --min-run-time s (fgvc.cost.latency); FLOPs:
+fgvc.cost.count_flops. Each section (SECTIONS) returns a title, a note, table rows and goal
+rows; render() writes them with DataFrame.to_markdown. A new table is one more section.
 """
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import platform
 import shlex
@@ -41,79 +30,35 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
-GOAL_ENGINE_OVERHEAD = 0.05      # engine within 5% of a bare loop
-GOAL_FLOPS_FRACTION = 0.80       # every method >= 80% of the baseline's FLOP/s
-GOAL_CACHE_SPEEDUP = 2.0         # prepared cache >= 2x the loader from originals
+from . import cost
 
-
-# ----------------------------------------------------------------------------- helpers
-def _best_time(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
-    """Fewest seconds of `reps` calls of fn after `warmup` calls (best-of: the figure least
-    disturbed by other processes on a shared machine)."""
-    return round_robin({"fn": fn}, reps, warmup)["fn"]
-
-
-def round_robin(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1) -> dict[str, float]:
-    """Best-of-`reps` seconds of each fn, timed in turns (A B C A B C ...) so that a change in
-    the machine's load hits every candidate alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(max(reps, 1)):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: min(v) for k, v in times.items()}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+GOAL_ENGINE_OVERHEAD = 0.05  # engine within 5% of a bare loop
+GOAL_FLOPS_FRACTION = 0.80   # every method >= 80% of the baseline's FLOP/s
+GOAL_CACHE_SPEEDUP = 2.0     # prepared cache >= 2x the loader from originals
 
 
 def machine_info() -> dict:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    info = {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": usable,
+    cpu = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").is_file():
+        cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                    if l.lower().startswith("model name")), cpu)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": usable,
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}
-    try:
-        info["load_average"] = os.getloadavg()
-    except OSError:
-        pass
-    return info
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+            "load_average": os.getloadavg()}
 
 
-# ----------------------------------------------------------------------------- compute
-def gemm_peak(n: int = 2048, reps: int = 3, device: str = "cpu") -> float:
-    """fp32 matmul FLOP/s: 2 n^3 over the best time of torch.mm on n x n matrices."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-
-    def mm():
-        torch.mm(a, b)
-        sync()
-
-    return 2 * n ** 3 / _best_time(mm, reps, warmup=2)
+def goal(name: str, measured: str, target: str, ok: bool) -> dict:
+    return {"goal": name, "measured": measured, "target": target, "status": "PASS" if ok else "MISS"}
 
 
-def _labels(batch: int, num_classes: int, pair_mode: str | None) -> torch.Tensor:
+def labels(batch: int, num_classes: int, pair_mode: str | None) -> torch.Tensor:
     """Targets laid out as the method's sampler would (same-class pairs if it needs them)."""
     if pair_mode == "adjacent":
         return (torch.arange(batch) // 2) % num_classes
@@ -125,478 +70,190 @@ def _labels(batch: int, num_classes: int, pair_mode: str | None) -> torch.Tensor
 def build_model(method: str, profile: str, num_classes: int, **model_over) -> torch.nn.Module:
     """The method as the profile configures it (variant "full"), with random weights."""
     from .config import resolve
-    from .methods import create_method
 
-    cfg = resolve(method, "full", profile=profile)
-    model_cfg = {**cfg["model"], "weights": "none", **model_over}
-    return create_method(method, num_classes, **model_cfg)
+    return cost.create(method, {**resolve(method, "full", profile=profile)["model"], **model_over},
+                       num_classes)
 
 
-def train_step_fn(model, x, y, optimizer) -> Callable[[], None]:
+def train_step(model, x, y, optimizer) -> Callable[[], None]:
     def step():
-        out = model(x, y)
-        loss, _ = model.loss(out, y)
+        loss, _ = model.loss(model(x, y), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     return step
 
 
-def count_train_flops(model, x, y) -> int:
-    """FLOPs of forward + loss + backward of one training step."""
-    model.train()
-    model.zero_grad(set_to_none=True)
-    with FlopCounterMode(display=False) as fc:
-        out = model(x, y)
-        loss, _ = model.loss(out, y)
-        loss.backward()
-    model.zero_grad(set_to_none=True)
-    return int(fc.get_total_flops())
-
-
-@torch.no_grad()
-def count_inference_macs(model, x) -> int:
-    model.eval()
-    with FlopCounterMode(display=False) as fc:
-        model(x)
-    return int(fc.get_total_flops()) // 2
-
-
-def setup_method(method: str, profile: str, batch: int, crop: int, num_classes: int = 200) -> dict:
-    """A method at one size, ready to time: training FLOPs, inference MACs and a step function."""
+# ----------------------------------------------------------------------------- sections
+def throughput(methods: list[str], profile: str, batch: int, crop: int, peak: float,
+               min_run_time: float = 1.0, num_classes: int = 200, log=print) -> dict:
+    """Training throughput per method; a method that fails gets a row with its error."""
+    from .config import resolve
     from .methods import method_class
 
-    torch.manual_seed(0)
-    model = build_model(method, profile, num_classes, input_size=crop)
-    x = torch.randn(batch, 3, crop, crop)
-    y = _labels(batch, num_classes, method_class(method).pair_mode)
-    flops = count_train_flops(model, x, y)
-    macs = count_inference_macs(model, x[:1])
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    return {"method": method, "batch": batch, "crop": crop, "train_flops": flops,
-            "infer_macs": macs, "params": sum(p.numel() for p in model.parameters()),
-            "step": train_step_fn(model, x, y, opt)}
-
-
-def _error(e: Exception) -> str:
-    return f"{type(e).__name__}: {e}"[:200]
-
-
-def measure_methods(methods: list[str], profile: str, batch: int, crop: int, steps: int,
-                    num_classes: int = 200, log=None) -> list[dict]:
-    """Per method: training FLOPs, best step time of `steps` (methods timed in turns),
-    FLOP/s and inference MACs. A method that fails gets a row with its error."""
-    rows, ready = [], {}
-    for m in methods:
-        try:
-            ready[m] = setup_method(m, profile, batch, crop, num_classes)
-            ready[m]["step"]()  # warm-up here, so a failing step is caught per method
-        except Exception as e:  # noqa: BLE001 - one method failing does not stop the bench
-            ready.pop(m, None)
-            rows.append({"method": m, "error": _error(e)})
-            if log:
-                log(f"  {m}: {rows[-1]['error']}")
-    best = round_robin({m: r["step"] for m, r in ready.items()}, steps, warmup=0)
-    for m, r in ready.items():
-        r = {k: v for k, v in r.items() if k != "step"}
-        r.update(step_s=best[m], flops_per_s=r["train_flops"] / best[m])
-        rows.append(r)
-        if log:
-            log(f"  {m}: step {r['step_s']:.3f} s, {_g(r['flops_per_s'])} GFLOP/s")
-    order = {m: i for i, m in enumerate(methods)}
-    return sorted(rows, key=lambda r: order[r["method"]])
-
-
-def latencies(methods: list[str], profile: str, batch: int, crop: int, reps: int,
-              num_classes: int = 200) -> dict[str, dict]:
-    """Best seconds of one eval-mode forward of `batch` images, per method (timed in turns)."""
-    fns, out = {}, {}
-    x = torch.randn(batch, 3, crop, crop)
+    rows = []
     for m in methods:
         try:
             torch.manual_seed(0)
-            model = build_model(m, profile, num_classes, input_size=crop).eval()
+            model = build_model(m, profile, num_classes, input_size=crop)
+            x = torch.randn(batch, 3, crop, crop)
+            y = labels(batch, num_classes, method_class(m).pair_mode)
+            flops = cost.count_flops(cost.method_step, model, x, True, y)
+            opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+            s = cost.latency(train_step(model.train(), x, y, opt), min_run_time=min_run_time)
+            rows.append({"method": m, "img/s": batch / s, "step s": s, "GFLOP/step": flops / 1e9,
+                         "GFLOP/s": flops / s / 1e9, "MFU %": 100 * flops / s / peak})
+        except Exception as e:  # noqa: BLE001 - one method failing does not stop the bench
+            rows.append({"method": m, "error": f"{type(e).__name__}: {e}"[:200]})
+        log(f"  {m}: {rows[-1]}")
+    ok = [r for r in rows if "error" not in r]
+    base = next((r for r in ok if r["method"] == "baseline"), None)
+    for r in ok if base else ():
+        r.update({"FLOPs / baseline": r["GFLOP/step"] / base["GFLOP/step"],
+                  "FLOP/s / baseline": r["GFLOP/s"] / base["GFLOP/s"]})
+    worst = min(ok, key=lambda r: r["FLOP/s / baseline"]) if base else None
+    return {"title": f"Training throughput per method: {profile} profile",
+            "note": f"{resolve('baseline', profile=profile)['model']['backbone']}, batch {batch}, {crop} px, "
+                    "random weights; FLOPs of forward + loss + backward; MFU = FLOP/s / GEMM rate.",
+            "rows": rows,
+            "goals": [goal(f"lowest FLOP/s / baseline, {profile} ({worst['method']})",
+                           f"{worst['FLOP/s / baseline']:.2f}", f">= {GOAL_FLOPS_FRACTION}",
+                           worst["FLOP/s / baseline"] >= GOAL_FLOPS_FRACTION)] if worst else []}
 
-            def fwd(model=model):
-                with torch.no_grad():
-                    model(x)
-            fwd()  # warm-up
-            fns[m] = fwd
-        except Exception as e:  # noqa: BLE001
-            out[m] = {"error": _error(e)}
-    best = round_robin(fns, reps, warmup=0)
-    out.update({m: {"seconds": t} for m, t in best.items()})
-    return out
 
-
-def engine_vs_bare(profile: str = "quick", batch: int = 32, crop: int = 64, steps: int = 10,
-                   trials: int = 3, num_classes: int = 24) -> dict:
-    """Baseline training images/s through fgvc.engine.train_one_epoch vs a bare loop.
-
-    Both run the same model on the same in-memory batches with the same optimizer; they
-    alternate `trials` times and the best of each is kept (a noisy machine hits both).
-    """
-    from .engine import build_scheduler, train_one_epoch
+def engine_overhead(profile: str = "quick", batch: int = 32, crop: int = 64, steps: int = 8,
+                    min_run_time: float = 1.0, num_classes: int = 24) -> dict:
+    """Baseline training images/s through fgvc.engine.train_one_epoch vs a bare loop (same
+    model, in-memory batches and optimizer)."""
     from .config import resolve
+    from .engine import build_scheduler, train_one_epoch
 
-    t = resolve("baseline", profile=profile)["train"]
     torch.manual_seed(0)
     model = build_model("baseline", profile, num_classes, input_size=crop)
     batches = [(torch.randn(batch, 3, crop, crop), torch.randint(0, num_classes, (batch,)))
                for _ in range(steps)]
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    sched = build_scheduler(opt, {**t, "lr": 1e-4}, steps)
-    device = torch.device("cpu")
+    sched = build_scheduler(opt, {**resolve("baseline", profile=profile)["train"], "lr": 1e-4}, steps)
 
-    def engine() -> float:
-        t0 = time.perf_counter()
-        train_one_epoch(model, batches, opt, sched, device, progress=False)
-        return steps * batch / (time.perf_counter() - t0)
-
-    def bare() -> float:
+    def bare():
         model.train()
-        t0 = time.perf_counter()
         for x, y in batches:
-            out = model(x, y)
-            loss = F.cross_entropy(out["logits"], y)
+            loss = F.cross_entropy(model(x, y)["logits"], y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        return steps * batch / (time.perf_counter() - t0)
 
-    bare(), engine()  # warm-up
-    e, b = [], []
-    for _ in range(trials):
-        b.append(bare())
-        e.append(engine())
-    eng, bar = max(e), max(b)
-    return {"engine_ips": eng, "bare_ips": bar, "overhead": 1 - eng / bar,
-            "batch": batch, "crop": crop, "steps": steps, "trials": trials}
-
-
-def compile_vs_eager(profile: str = "quick", batch: int = 32, crop: int = 64, steps: int = 5,
-                     num_classes: int = 24) -> dict:
-    """torch.compile'd vs eager training step of the baseline (compile time separately)."""
-    torch.manual_seed(0)
-    model = build_model("baseline", profile, num_classes, input_size=crop)
-    x, y = torch.randn(batch, 3, crop, crop), torch.randint(0, num_classes, (batch,))
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    model.train()
-    eager = _best_time(train_step_fn(model, x, y, opt), steps, warmup=1)
-    compiled = torch.compile(model)
-    compiled.loss = model.loss
-    step = train_step_fn(compiled, x, y, opt)
-    t0 = time.perf_counter()
-    step()
-    compile_s = time.perf_counter() - t0
-    comp = _best_time(step, steps, warmup=1)
-    return {"eager_step_s": eager, "compiled_step_s": comp, "speedup": eager / comp,
-            "compile_s": compile_s, "batch": batch, "crop": crop}
+    engine = cost.latency(lambda: train_one_epoch(model, batches, opt, sched, torch.device("cpu"),
+                                                  progress=False), min_run_time=min_run_time)
+    bare_s = cost.latency(bare, min_run_time=min_run_time)
+    overhead = 1 - bare_s / engine
+    return {"title": "Engine overhead",
+            "note": f"Baseline, {profile} profile, batch {batch}, {crop} px, {steps} in-memory "
+                    "batches per timed epoch.",
+            "rows": [{"loop": "fgvc.engine.train_one_epoch", "images/s": steps * batch / engine},
+                     {"loop": "bare PyTorch loop", "images/s": steps * batch / bare_s}],
+            "goals": [goal("engine overhead vs bare loop", f"{100 * overhead:.1f}%",
+                           f"<= {100 * GOAL_ENGINE_OVERHEAD:.0f}%", overhead <= GOAL_ENGINE_OVERHEAD)]}
 
 
-# ----------------------------------------------------------------------------- data
-def write_cub_like(root: str | os.PathLike, n_images: int = 48, n_classes: int = 4,
-                   size: tuple[int, int] = (500, 375), quality: int = 90, seed: int = 0) -> Path:
-    """A CUB_200_2011-layout folder of `n_images` CUB-sized JPEGs with photo-like content.
-
-    Smooth colour fields plus texture and a few shapes, so the files (about 60-90 kB) and
-    their decode cost resemble real 500 x 375 bird photos rather than flat or pure-noise
-    images. Returns the dataset root (``<root>/CUB_200_2011``).
-    """
-    from PIL import Image, ImageDraw
-
-    base = Path(root) / "CUB_200_2011"
-    rng = np.random.default_rng(seed)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) / 80
-    images, labels, split, boxes, classes = [], [], [], [], []
-    for c in range(n_classes):
-        classes.append(f"{c + 1} {c + 1:03d}.Bird_{c}")
-    for i in range(1, n_images + 1):
-        c = (i - 1) % n_classes
-        phase = rng.uniform(0, 6, 3)
-        field = np.stack([np.sin(xx * rng.uniform(0.5, 1.5) + yy * rng.uniform(0.3, 1.2) + p)
-                          for p in phase], -1) * 60 + 128
-        arr = np.clip(field + rng.normal(0, 14, (h, w, 3)), 0, 255).astype(np.uint8)
-        img = Image.fromarray(arr)
-        draw = ImageDraw.Draw(img)
-        for _ in range(6):
-            x0, y0 = rng.integers(0, w - 60), rng.integers(0, h - 60)
-            draw.ellipse([x0, y0, x0 + rng.integers(20, 120), y0 + rng.integers(20, 90)],
-                         fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
-        rel = f"{c + 1:03d}.Bird_{c}/Bird_{c}_{i:04d}.jpg"
-        path = base / "images" / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        img.save(path, "JPEG", quality=quality)
-        images.append(f"{i} {rel}")
-        labels.append(f"{i} {c + 1}")
-        split.append(f"{i} {1 if i % 4 else 0}")
-        boxes.append(f"{i} 50.0 40.0 300.0 250.0")
-    (base / "images.txt").write_text("\n".join(images) + "\n")
-    (base / "image_class_labels.txt").write_text("\n".join(labels) + "\n")
-    (base / "train_test_split.txt").write_text("\n".join(split) + "\n")
-    (base / "classes.txt").write_text("\n".join(classes) + "\n")
-    (base / "bounding_boxes.txt").write_text("\n".join(boxes) + "\n")
-    return base
-
-
-def data_pipeline(n_images: int = 48, resize: int = 550, crop: int = 448, reps: int = 3,
-                  workdir: str | os.PathLike | None = None) -> dict:
-    """Images/s of one loader worker: originals vs prepared cache vs raw decode + resize."""
-    from .data import ImageDataset, build_transforms, load_rgb
-    from .data.prepare import CachedImageDataset, PreparedImages, prepare_samples
-    from .data.cub import load_cub
+def data_path(n_images: int = 48, resize: int = 550, crop: int = 448, min_run_time: float = 1.0,
+              workdir: str | os.PathLike | None = None) -> dict:
+    """Images/s of one loader worker: raw decode (+ resize), originals, prepared cache."""
     from torchvision.transforms import v2
 
-    ctx = tempfile.TemporaryDirectory(prefix="fgvc-bench-") if workdir is None else nullcontext(workdir)
-    with ctx as tmp:
-        root = write_cub_like(tmp, n_images)
-        split = load_cub(root)
+    from .data import synthbirds
+    from .data.base import ImageDataset, load_rgb
+    from .data.cub import load_cub
+    from .data.prepare import CachedImageDataset, PreparedImages, prepare_samples
+    from .data.transforms import build_transforms
+
+    with tempfile.TemporaryDirectory(prefix="fgvc-bench-") if workdir is None else nullcontext(workdir) as tmp:
+        per = max(n_images // 4, 1)  # 2 classes x (train + test)
+        split = load_cub(synthbirds.generate(Path(tmp) / "synthbirds", n_genera=1, species_per_genus=2,
+                                             train_per_class=per, test_per_class=per, image_size=432))
         samples = split.train + split.test
-        tf = build_transforms(resize, crop, train=True)
-        originals = ImageDataset(samples, tf)
-        t0 = time.perf_counter()
-        folder = prepare_samples(samples, resize, Path(tmp) / "cache", log=None)
-        prepare_s = time.perf_counter() - t0
-        cached = CachedImageDataset(samples, tf, cache=PreparedImages(folder))
-        resize_only = v2.Compose([v2.ToImage(), v2.Resize((resize, resize), antialias=True)])
         paths = [s.path for s in samples]
-
-        def rate(fn: Callable[[int], object]) -> Callable[[], float]:
-            def go() -> float:
-                t = time.perf_counter()
-                for i in range(len(paths)):
-                    fn(i)
-                return len(paths) / (time.perf_counter() - t)
-            return go
-
-        runs = {"raw_decode_resize": rate(lambda i: resize_only(load_rgb(paths[i]))),
-                "raw_decode": rate(lambda i: load_rgb(paths[i])),
-                "originals": rate(lambda i: originals[i]),
-                "cache": rate(lambda i: cached[i])}
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # a DataLoader worker runs torch with one thread
-        try:
-            for fn in runs.values():
-                fn()  # warm the page cache and the code paths
-            out = {k: [] for k in runs}
-            for _ in range(reps):  # interleaved, so machine noise hits all alike
-                for k, fn in runs.items():
-                    out[k].append(fn())
-        finally:
-            torch.set_num_threads(threads)
-        res = {k: max(v) for k, v in out.items()}
-        sizes = [os.path.getsize(p) for p in paths]
-        res.update(n_images=len(paths), resize=resize, crop=crop, prepare_s=prepare_s,
-                   mean_jpeg_kb=sum(sizes) / len(sizes) / 1024,
-                   cache_mb=os.path.getsize(Path(folder) / "images.npy") / 2**20,
-                   speedup=res["cache"] / res["originals"])
-        return res
+        tf = build_transforms(resize, crop, train=True)
+        cache = PreparedImages(prepare_samples(samples, resize, Path(tmp) / "cache", log=None))
+        resize_only = v2.Compose([v2.ToImage(), v2.Resize((resize, resize), antialias=True)])
+        readers = {"raw decode only (PIL, RGB)": lambda i: load_rgb(paths[i]),
+                    f"raw decode + resize to {resize}": lambda i: resize_only(load_rgb(paths[i])),
+                    "loader from original JPEGs": ImageDataset(samples, tf).__getitem__,
+                    "loader from prepared cache": CachedImageDataset(samples, tf, cache=cache).__getitem__}
+        rates = {k: len(paths) / cost.latency(lambda get=get: [get(i) for i in range(len(paths))],
+                                              min_run_time=min_run_time, num_threads=1)
+                 for k, get in readers.items()}
+        kb = sum(os.path.getsize(p) for p in paths) / len(paths) / 1024
+    speedup = rates["loader from prepared cache"] / rates["loader from original JPEGs"]
+    return {"title": "Data pipeline (one worker)",
+            "note": f"{len(paths)} SynthBirds JPEGs (432 x 432, mean {kb:.0f} kB) in the CUB layout; "
+                    f"train transforms {resize} -> {crop}; one torch thread, as one DataLoader worker.",
+            "rows": [{"path": k, "images/s per worker": v} for k, v in rates.items()],
+            "goals": [goal("prepared cache vs originals (loader images/s)", f"{speedup:.2f}x",
+                           f">= {GOAL_CACHE_SPEEDUP:.0f}x", speedup >= GOAL_CACHE_SPEEDUP)]}
 
 
-# ----------------------------------------------------------------------------- report
-def _g(x: float) -> str:
-    return f"{x / 1e9:.1f}"
+def _methods(a, ctx, profile: str) -> dict:
+    batch, crop = (a.paper_batch, a.paper_crop) if profile == "paper" else (ctx["q_batch"], ctx["q_crop"])
+    return throughput(ctx["methods"], profile, batch, crop, ctx["peak"], a.min_run_time,
+                      200 if profile == "paper" else 24, log=ctx["log"])
 
 
-def _status(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
+SECTIONS: dict[str, Callable[[argparse.Namespace, dict], dict]] = {
+    "engine": lambda a, ctx: engine_overhead("quick", ctx["q_batch"], ctx["q_crop"], a.engine_steps,
+                                             a.min_run_time),
+    "paper": lambda a, ctx: _methods(a, ctx, "paper"),
+    "quick": lambda a, ctx: _methods(a, ctx, "quick"),
+    "data": lambda a, ctx: data_path(a.data_images, 550, 448, a.min_run_time),
+}
 
 
-def method_table(rows: list[dict], peak: float) -> list[str]:
-    base = next((r for r in rows if r["method"] == "baseline"), None)
-    out = ["| method | train GFLOP/step | step s | GFLOP/s | MFU | step / baseline | "
-           "train FLOPs / baseline | inference MACs / baseline | FLOP/s / baseline | goal >= 0.80 |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for r in rows:
-        if "error" in r:
-            out.append(f"| {r['method']} | error: {r['error']} | | | | | | | | |")
-            continue
-        if base:
-            fr = r["flops_per_s"] / base["flops_per_s"]
-            rel = (f"{r['step_s'] / base['step_s']:.2f} | {r['train_flops'] / base['train_flops']:.2f} | "
-                   f"{r['infer_macs'] / base['infer_macs']:.2f} | {fr:.2f} | "
-                   f"{_status(fr >= GOAL_FLOPS_FRACTION)}")
-        else:
-            rel = "- | - | - | - | -"
-        out.append(f"| {r['method']} | {_g(r['train_flops'])} | {r['step_s']:.3f} | "
-                   f"{_g(r['flops_per_s'])} | {100 * r['flops_per_s'] / peak:.0f}% | {rel} |")
-    return out
+# ----------------------------------------------------------------------------- report, CLI
+def table(rows: list[dict]) -> str:
+    """Markdown of `rows` (one dict per row), floats to 3 significant digits, gaps empty."""
+    df = pd.DataFrame(rows).map(lambda v: float(f"{v:.3g}") if isinstance(v, float) else v)
+    return df.astype(object).where(df.notna(), "").to_markdown(index=False)
 
 
 def render(res: dict) -> str:
-    m, a = res["machine"], res["args"]
-    peak = res["gemm_peak"]
-    lines = ["# Benchmark", "",
-             f"Written by `{res['command']}` on {res['finished']} in {res['total_s'] / 60:.1f} min.",
-             "Regenerate with `make bench` (or the command above). Best of repeated timings, candidates timed in turns; "
-             "the machine is shared, so see the load average.", "",
-             "## Machine", "",
-             f"- CPU: {m['cpu']}; {m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable), "
-             f"torch threads {m['torch_threads']}; GPU: {m['cuda']}",
-             f"- torch {m['torch']}, Python {m['python']}, {m['platform']}",
-             f"- load average at start: {', '.join(f'{x:.1f}' for x in m.get('load_average', ()))}; "
-             f"at end: {', '.join(f'{x:.1f}' for x in res.get('load_end', ()))}",
-             f"- fp32 GEMM peak (torch.mm {a['gemm_n']}x{a['gemm_n']}, best of "
-             f"{len(res.get('gemm_samples', [peak]))} samples taken between the sections: "
-             f"{', '.join(_g(x) for x in res.get('gemm_samples', [peak]))}): **{_g(peak)} GFLOP/s**", ""]
-    summary = []
-    if "engine" in res:
-        e = res["engine"]
-        ok = e["overhead"] <= GOAL_ENGINE_OVERHEAD
-        summary.append(f"| engine overhead vs bare loop | {100 * e['overhead']:.1f}% | <= 5% | {_status(ok)} |")
-        lines += ["## Engine overhead", "",
-                  f"Baseline at the quick profile size (batch {e['batch']}, {e['crop']} px), "
-                  f"{e['steps']} in-memory batches, best of {e['trials']} alternating trials.", "",
-                  "| loop | images/s |", "|---|---:|",
-                  f"| fgvc.engine.train_one_epoch | {e['engine_ips']:.1f} |",
-                  f"| bare PyTorch loop | {e['bare_ips']:.1f} |",
-                  f"| overhead (goal <= 5%) | {100 * e['overhead']:.1f}% {_status(ok)} |", ""]
-    for key, title in (("paper", "Paper configuration"), ("quick", "Quick profile")):
-        if key not in res:
-            continue
-        rows = res[key]
-        ok_rows = [r for r in rows if "error" not in r]
-        lines += [f"## Training step per method: {title}", "",
-                  f"{res[key + '_desc']}; random weights (speed does not depend on them); "
-                  "FLOPs from FlopCounterMode over forward + loss + backward; MFU = FLOP/s / GEMM peak.", ""]
-        lines += method_table(rows, peak) + [""]
-        base = next((r for r in ok_rows if r["method"] == "baseline"), None)
-        if base:
-            worst = min(ok_rows, key=lambda r: r["flops_per_s"])
-            fr = worst["flops_per_s"] / base["flops_per_s"]
-            summary.append(f"| lowest FLOP/s / baseline, {key} ({worst['method']}) | {fr:.2f} | "
-                           f">= 0.80 | {_status(fr >= GOAL_FLOPS_FRACTION)} |")
-    if "latency" in res:
-        lat = res["latency"]
-        lines += ["## Inference latency", "",
-                  f"Eval mode, no grad. Batch 1 at the paper size ({a['paper_crop']} px, "
-                  f"{lat['paper_backbone']}); batch {a['latency_batch']} at the quick size "
-                  f"({lat['quick_crop']} px, {lat['quick_backbone']}).", "",
-                  f"| method | batch 1 @ {a['paper_crop']} (ms) | batch {a['latency_batch']} @ "
-                  f"{lat['quick_crop']} (ms) | per image @ {lat['quick_crop']} (ms) |",
-                  "|---|---:|---:|---:|"]
-        for name, r in lat["rows"].items():
-            if "error" in r:
-                lines.append(f"| {name} | error: {r['error']} | | |")
-                continue
-            lines.append(f"| {name} | {1000 * r['b1']:.0f} | {1000 * r['bN']:.0f} | "
-                         f"{1000 * r['bN'] / a['latency_batch']:.1f} |")
-        lines.append("")
-    if "data" in res:
-        d = res["data"]
-        ok = d["speedup"] >= GOAL_CACHE_SPEEDUP
-        summary.append(f"| prepared cache vs originals (loader images/s) | {d['speedup']:.2f}x | "
-                       f">= 2x | {_status(ok)} |")
-        lines += ["## Data pipeline (one worker)", "",
-                  f"{d['n_images']} generated CUB-sized JPEGs (500 x 375, mean {d['mean_jpeg_kb']:.0f} kB) "
-                  f"in the CUB layout; train transforms {d['resize']} -> {d['crop']} "
-                  "(resize, random crop, flip, normalise); one process with one torch thread, as one "
-                  "DataLoader worker. Cache: `fgvc.data.prepare` (uint8 "
-                  f"{d['resize']}x{d['resize']}, {d['cache_mb'] / d['n_images']:.2f} MB/image, prepared in "
-                  f"{d['prepare_s']:.1f} s).", "",
-                  "| path | images/s per worker |", "|---|---:|",
-                  f"| raw decode only (PIL, RGB) | {d['raw_decode']:.0f} |",
-                  f"| raw decode + resize to {d['resize']} | {d['raw_decode_resize']:.0f} |",
-                  f"| loader from original JPEGs | {d['originals']:.0f} |",
-                  f"| loader from prepared cache | {d['cache']:.0f} |",
-                  f"| cache / originals (goal >= 2x) | {d['speedup']:.2f}x {_status(ok)} |", ""]
-    if "compile" in res:
-        c = res["compile"]
-        lines += ["## torch.compile (opt-in)", "",
-                  f"Baseline training step at batch {c['batch']}, {c['crop']} px.", "",
-                  "| | value |", "|---|---:|",
-                  f"| eager step (s) | {c['eager_step_s']:.3f} |",
-                  f"| compiled step (s) | {c['compiled_step_s']:.3f} |",
-                  f"| speedup | {c['speedup']:.2f}x |",
-                  f"| compile time, first step (s) | {c['compile_s']:.1f} |", ""]
-    elif "compile_error" in res:
-        lines += ["## torch.compile (opt-in)", "", f"failed: {res['compile_error']}", ""]
-    else:
-        lines += ["torch.compile: not measured (opt-in: `python -m fgvc.bench --compile`).", ""]
-    head = ["## Goals", "", "| goal | measured | target | status |", "|---|---:|---:|---|"] + summary + [""]
-    return "\n".join(lines[:lines.index("## Machine")] + head + lines[lines.index("## Machine"):])
-
-
-# ----------------------------------------------------------------------------- main
-SECTIONS = ("engine", "paper", "quick", "latency", "data")
+    m, loads = res["machine"], (res["machine"]["load_average"], res["load_end"])
+    goals = [g for s in res["sections"].values() for g in s["goals"]]
+    out = ["# Benchmark", "", f"Written by `{res['command']}` on {res['finished']} in "
+           f"{res['total_s'] / 60:.1f} min. Timings: torch.utils.benchmark.Timer medians; the "
+           "machine may be shared, so see the load average.", "",
+           "## Goals", "", table(goals) if goals else "(none measured)", "", "## Machine", "",
+           f"- CPU: {m['cpu']}; {m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable), "
+           f"torch threads {m['torch_threads']}; GPU: {m['gpu']}",
+           f"- torch {m['torch']}, Python {m['python']}, {m['platform']}",
+           "- load average at start: {}; at end: {}".format(*(", ".join(f"{x:.1f}" for x in l) for l in loads)),
+           f"- fp32 GEMM rate (torch.mm, {res['gemm_n']} x {res['gemm_n']}): "
+           f"**{res['gemm_rate'] / 1e9:.1f} GFLOP/s**", ""]
+    for s in res["sections"].values():
+        out += [f"## {s['title']}", "", s["note"], "", table(s["rows"]), ""]
+    return "\n".join(out)
 
 
 def run_bench(a: argparse.Namespace, log=print) -> dict:
     from .config import load_profile
     from .methods import list_methods
 
-    start = time.time()
+    start = time.time()  # wall-clock bookkeeping of the whole run, not a code timing
     if a.threads:
         torch.set_num_threads(a.threads)
-    res: dict = {"machine": machine_info(), "args": vars(a),
-                 "command": a.command or "python -m fgvc.bench"}
-    methods = a.methods.split(",") if a.methods else list_methods()
-    if "baseline" in methods:
-        methods = ["baseline"] + [m for m in methods if m != "baseline"]
-    sections = a.sections.split(",") if a.sections else list(SECTIONS)
     quick = load_profile("quick")
-    q_crop = a.quick_crop or quick["data"]["crop"]
-    q_batch = a.quick_batch or quick["train"]["batch_size"]
-    q_backbone = quick["model"]["backbone"]
-    # The peak is sampled before and after every section and the best sample kept: one
-    # sample taken while other processes load the machine would understate it.
-    peaks: list[float] = []
-
-    def sample_peak() -> None:
-        peaks.append(gemm_peak(a.gemm_n))
-        res["gemm_peak"], res["gemm_samples"] = max(peaks), list(peaks)
-        log(f"  GEMM {_g(peaks[-1])} GFLOP/s (best so far {_g(max(peaks))})")
-
-    log(f"GEMM peak ({a.gemm_n})...")
-    sample_peak()
-    if "engine" in sections:
-        log("engine vs bare loop...")
-        res["engine"] = engine_vs_bare("quick", q_batch, q_crop, a.engine_steps, a.engine_trials)
-        log(f"  overhead {100 * res['engine']['overhead']:.1f}%")
-        sample_peak()
-    for key, profile, batch, crop, steps in (("paper", "paper", a.paper_batch, a.paper_crop, a.steps),
-                                             ("quick", "quick", q_batch, q_crop, a.quick_steps)):
-        if key not in sections:
-            continue
-        log(f"{key}: {len(methods)} methods (batch {batch}, {crop} px)...")
-        rows = measure_methods(methods, profile, batch, crop, steps,
-                               num_classes=200 if key == "paper" else 24, log=log)
-        res[key] = rows
-        sample_peak()
-        backbone = "resnet50" if key == "paper" else q_backbone
-        res[key + "_desc"] = (f"{backbone}, batch {batch}, {crop} px, best of {steps} steps "
-                              "after 1 warm-up, methods timed in turns")
-    if "latency" in sections:
-        lat = {"paper_backbone": "resnet50", "quick_backbone": q_backbone, "quick_crop": q_crop,
-               "rows": {}}
-        log("latency...")
-        b1 = latencies(methods, "paper", 1, a.paper_crop, a.latency_reps)
-        bn = latencies(methods, "quick", a.latency_batch, q_crop, a.latency_reps, num_classes=24)
-        for m in methods:
-            err = b1[m].get("error") or bn[m].get("error")
-            lat["rows"][m] = {"error": err} if err else {"b1": b1[m]["seconds"],
-                                                          "bN": bn[m]["seconds"]}
-        res["latency"] = lat
-        sample_peak()
-    if "data" in sections:
-        log("data pipeline...")
-        res["data"] = data_pipeline(a.data_images, 550, 448, a.data_reps)
-        log(f"  cache {res['data']['speedup']:.2f}x originals")
-        sample_peak()
-    if a.compile:
-        log("torch.compile...")
-        try:
-            res["compile"] = compile_vs_eager("quick", q_batch, q_crop, a.quick_steps)
-        except Exception as e:  # noqa: BLE001
-            res["compile_error"] = f"{type(e).__name__}: {e}"[:300]
-    try:
-        res["load_end"] = os.getloadavg()
-    except OSError:
-        pass
-    res["total_s"] = time.time() - start
-    res["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    methods = a.methods.split(",") if a.methods else list_methods()
+    methods = ["baseline"] * ("baseline" in methods) + [m for m in methods if m != "baseline"]
+    res: dict = {"machine": machine_info(), "command": a.command or "python -m fgvc.bench",
+                 "gemm_n": a.gemm_n, "sections": {},
+                 "gemm_rate": cost.gemm_rate(a.gemm_n, torch.float32, min_run_time=a.min_run_time)}
+    log(f"GEMM rate {res['gemm_rate'] / 1e9:.1f} GFLOP/s")
+    ctx = {"peak": res["gemm_rate"], "methods": methods, "log": log,
+           "q_batch": a.quick_batch or quick["train"]["batch_size"], "q_crop": a.quick_crop or quick["data"]["crop"]}
+    for name in a.sections.split(",") if a.sections else SECTIONS:
+        log(f"{name}...")
+        res["sections"][name] = SECTIONS[name](a, ctx)
+    res.update(load_end=os.getloadavg(), total_s=time.time() - start,
+               finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     return res
 
 
@@ -608,19 +265,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sections", default=None, help=f"comma-separated subset of {','.join(SECTIONS)}")
     p.add_argument("--paper-batch", type=int, default=2, help="batch at the paper size (even)")
     p.add_argument("--paper-crop", type=int, default=448)
-    p.add_argument("--steps", type=int, default=2, help="timed training steps at the paper size")
     p.add_argument("--quick-batch", type=int, default=None, help="default: the quick profile's batch")
     p.add_argument("--quick-crop", type=int, default=None, help="default: the quick profile's crop")
-    p.add_argument("--quick-steps", type=int, default=5, help="timed training steps at the quick size")
-    p.add_argument("--engine-steps", type=int, default=8)
-    p.add_argument("--engine-trials", type=int, default=3)
-    p.add_argument("--latency-batch", type=int, default=32)
-    p.add_argument("--latency-reps", type=int, default=3)
+    p.add_argument("--engine-steps", type=int, default=8, help="in-memory batches per timed epoch")
     p.add_argument("--data-images", type=int, default=48)
-    p.add_argument("--data-reps", type=int, default=3)
     p.add_argument("--gemm-n", type=int, default=2048)
+    p.add_argument("--min-run-time", type=float, default=1.0, help="seconds per Timer measurement")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--compile", action="store_true", help="also measure torch.compile (slow on CPU)")
     p.add_argument("--command", default=None, help=argparse.SUPPRESS)
     return p
 

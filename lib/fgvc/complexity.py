@@ -1,34 +1,31 @@
-"""The cost side of each method: parameters, MACs and latency, for inference and training.
+"""The complexity table: parameters, MACs and latency of each method, for inference and training.
+
+Counted by the study's cost model, :mod:`fgvc.cost` (its docstring has the rules):
 
 - Parameters: every parameter of the method (backbone, heads, attention modules).
-- MACs: ``torch.utils.flop_counter.FlopCounterMode`` FLOPs / 2, per image. It counts the
-  matrix ops (convolutions, linear layers, matmuls, attention) and their backward, not
-  element-wise ops, pooling or normalisation, as do the papers' "FLOPs" (which are MACs).
-  * inference: one eval-mode forward (the test-time prediction path);
-  * training: one training step, forward + loss + backward, with the method's second passes
-    (erased images, region crops) included; per image of a batch of 2 same-class images
-    (methods that need pairs get one). About 3x the forward when there is no second pass.
-  Counted on the meta device (shapes only, no compute) when the method allows it; methods
-  with data-dependent shapes (region proposals with NMS) are counted on real tensors.
-- Latency: wall-clock milliseconds per batch of `batch` images (default 1) on `device`,
-  after `warmup` untimed calls, median of `repeats` timed calls; on CUDA synchronised.
+- MACs: FlopCounterMode FLOPs / 2, per image (matrix ops and their backward, as the papers'
+  "FLOPs", which are MACs). Inference: one eval-mode forward (the test-time prediction path);
+  training: one training step, forward + loss + backward, with the method's second passes
+  (erased images, region crops) included, per image of a batch of 2 same-class images (methods
+  that need pairs get one): about 3x the forward when there is no second pass. Counted on the
+  meta device when the method allows it, else on fake, else on real tensors.
+- Latency: milliseconds per batch of `batch` images (default 1) on `device`, timed by
+  torch.utils.benchmark.Timer (fgvc.cost.timing): after `warmup` untimed calls (at least
+  Timer's two), the mean of one block of `repeats` calls; repeats=None: blocked_autorange's median.
   For training, a full step (forward, loss, backward; no optimizer update).
 
 Paper reference: seed 000 (ma_ea), Table 4 (ResNet-50, 448, RTX 3090), in ``PAPER_TABLE4``.
 """
 from __future__ import annotations
 
-import contextlib
-import statistics
-import time
-import warnings
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+
+from .cost import count_macs, count_params, create, macs_of_config, measure_latency  # noqa: F401
 
 # Seed 000, Table 4: (params M, "FLOPs" G = MACs, latency ms on an RTX 3090) at 448.
 PAPER_TABLE4: dict[tuple[str, str], dict] = {
@@ -39,52 +36,6 @@ PAPER_TABLE4: dict[tuple[str, str], dict] = {
 }
 
 
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _step(model: nn.Module, x: torch.Tensor, train: bool, y: torch.Tensor | None = None) -> None:
-    """One inference forward (no grad) or one training step without the optimizer update.
-
-    Training labels default to one class for the whole batch, so that both pairings of the
-    paired sampler (adjacent, halves) hold.
-    """
-    if train:
-        model.train()
-        y = torch.zeros(x.shape[0], dtype=torch.long, device=x.device) if y is None else y
-        loss, _ = model.loss(model(x, y), y)
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-    else:
-        model.eval()
-        with torch.no_grad():
-            model(x)
-
-
-def count_macs(model: nn.Module, x: torch.Tensor, train: bool = False,
-               y: torch.Tensor | None = None) -> float:
-    """MACs per image of one inference forward (train=False) or training step (train=True)."""
-    with FlopCounterMode(display=False) as counter:
-        _step(model, x, train, y)
-    return counter.get_total_flops() / 2 / x.shape[0]
-
-
-def measure_latency(model: nn.Module, x: torch.Tensor, train: bool = False, warmup: int = 1,
-                    repeats: int = 2) -> float:
-    """Median wall-clock ms of one inference forward / training step on x's device."""
-    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        _step(model, x, train)
-    times = []
-    for _ in range(max(1, repeats)):
-        sync()
-        t = time.perf_counter()
-        _step(model, x, train)
-        sync()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
-
-
 def build(method: str, variant: str = "full", num_classes: int = 200, backbone: str = "resnet50",
           input_size: int = 448, device: torch.device | str = "cpu") -> nn.Module:
     """Method `method` with the switches of its named variant, untrained (weights='none')."""
@@ -92,34 +43,13 @@ def build(method: str, variant: str = "full", num_classes: int = 200, backbone: 
 
     cfg = {"backbone": backbone, "input_size": input_size,
            **_variant_cfg(load_variants(method), method, variant)}
-    return _create(method, cfg, num_classes, device)
+    return create(method, cfg, num_classes, device)
 
 
 def _variant_cfg(variants: dict, method: str, variant: str) -> dict:
     if variant not in variants:
         raise ValueError(f"unknown variant {variant!r} of {method!r}; valid: {list(variants)}")
     return dict(variants[variant].get("cfg", {}))
-
-
-def _create(method: str, model_cfg: dict, num_classes: int, device: torch.device | str) -> nn.Module:
-    """The method, untrained (weights='none': no download, and costs do not depend on weights)."""
-    from .methods import create_method
-
-    with torch.device(device):
-        return create_method(method, num_classes, **{**model_cfg, "weights": "none"})
-
-
-@contextlib.contextmanager
-def _fake_mode():
-    """torch's FakeTensorMode with a shape environment: like meta, but also runs operators
-    with data-dependent shapes (torchvision's NMS, `.item()` sizes)."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.fx.experimental.symbolic_shapes import ShapeEnv
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # notes about unbacked sizes of data-dependent ops
-        with FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True):
-            yield
 
 
 def macs_of(method: str, variant: str = "full", num_classes: int = 200, backbone: str = "resnet50",
@@ -130,39 +60,6 @@ def macs_of(method: str, variant: str = "full", num_classes: int = 200, backbone
     cfg = {"backbone": backbone, "input_size": input_size,
            **_variant_cfg(load_variants(method), method, variant)}
     return macs_of_config(method, cfg, num_classes)
-
-
-def macs_of_config(method: str, model_cfg: dict, num_classes: int) -> dict:
-    """Parameters and per-image MACs (inference, training step) of a method built from
-    `model_cfg` (fields of its Config, as in a run's config.json `model`) at its input_size.
-
-    Each count is tried on the meta device, then on fake tensors, then on real CPU tensors
-    (slow at 448: only for methods whose code needs real values, e.g. a check of the labels).
-    `counted_on` records where each count was made.
-    """
-    size = int(model_cfg.get("input_size", 448))
-    out: dict = {}
-    where = []
-    for train, batch in ((False, 1), (True, 2)):
-        # Real labels even on fake tensors: checks on them (same-class pairs) stay decidable.
-        y = torch.zeros(batch, dtype=torch.long)
-        for device in ("meta", "fake", "cpu"):
-            try:
-                with _fake_mode() if device == "fake" else contextlib.nullcontext():
-                    torch.manual_seed(0)
-                    dev = "cpu" if device == "fake" else device
-                    model = _create(method, model_cfg, num_classes, dev)
-                    x = torch.randn(batch, 3, size, size, device=dev)
-                    macs = count_macs(model, x, train, y.to(x.device) if device != "fake" else y)
-                break
-            except Exception:  # operators that need values: try the next, more costly, way
-                if device == "cpu":
-                    raise
-        out["params"] = count_params(model)
-        out["train_MACs" if train else "infer_MACs"] = macs
-        where.append(device)
-    out["counted_on"] = "/".join(where)
-    return out
 
 
 def complexity_row(method: str, variant: str = "full", num_classes: int = 200,

@@ -159,9 +159,9 @@ def complexity(backbone: str = "resnet50", input_size: int = 448, num_classes: i
     counted MACs) and +MA+EA (`full`). `GMACs` is one eval-mode forward of one image (the
     test-time cost); `train_GMACs` one training-mode forward, which for +MA+EA includes the
     second pass of the erased image. Built on the meta device: shapes only, no compute.
+    Counted by the study's cost model, fgvc.cost.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
+    from ..cost import count_flops, count_params
     from .registry import create_method
 
     rows = {}
@@ -173,9 +173,8 @@ def complexity(backbone: str = "resnet50", input_size: int = 448, num_classes: i
         macs = {}
         for mode in ("eval", "train"):
             model.train(mode == "train")
-            with FlopCounterMode(display=False) as counter, torch.no_grad():
-                model(x)
-            macs[mode] = counter.get_total_flops() / 2e9
-        rows[row] = {"params_M": sum(p.numel() for p in model.parameters()) / 1e6,
+            with torch.no_grad():
+                macs[mode] = count_flops(model, x) / 2e9
+        rows[row] = {"params_M": count_params(model) / 1e6,
                      "GMACs": macs["eval"], "train_GMACs": macs["train"]}
     return rows
