@@ -73,13 +73,26 @@ def test_pool_keeps_pretrained_backbone_weights():
     assert sum(p.numel() for p in MultiScaleMaxPool().parameters()) == 0
 
 
-def test_pool_requires_resnet():
-    with pytest.raises(ValueError, match="use_pool=False"):
-        create_method("ma_ea", 3, backbone="efficientnet_lite0", input_size=64)
+def test_pool_on_lite0_keeps_strides_and_weights():
+    """On EfficientNet-Lite0 the pool takes block 1's stride: same stage shapes and state keys,
+    and block 1 now sees the multi-scale max-pooled map (its stride-1 conv on the pooled map)."""
     torch.manual_seed(0)
-    model = create_method("ma_ea", 3, backbone="efficientnet_lite0", input_size=64, use_pool=False)
-    x, y = torch.randn(2, 3, 64, 64), torch.tensor([0, 1])
-    loss, parts = model.loss(model(x, y), y)
+    plain = create_method("ma_ea", 3, backbone="efficientnet_lite0", input_size=64, use_pool=False)
+    pooled = create_method("ma_ea", 3, backbone="efficientnet_lite0", input_size=64)
+    pooled.backbone.load_state_dict(plain.backbone.state_dict(), strict=True)
+    plain.eval(), pooled.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        shapes = [tuple(f.shape) for f in plain.backbone.forward_stages(x)]
+        assert [tuple(f.shape) for f in pooled.backbone.forward_stages(x)] == shapes
+        assert shapes[0][-1] == 16 and shapes[-1][-1] == 2  # strides 4 and 32
+        block1 = pooled.backbone.stages[0][1]
+        assert isinstance(block1.pre, MultiScaleMaxPool)
+        h = pooled.backbone.stages[0][0](pooled.backbone.stem(x))  # (2, 16, 32, 32), stride 2
+        torch.testing.assert_close(block1(h), block1.block(MultiScaleMaxPool()(h)))
+    y = torch.tensor([0, 1])
+    pooled.train()
+    loss, parts = pooled.loss(pooled(x, y), y)
     assert torch.isfinite(loss) and set(parts) == {"ce", "ce_erased"}
 
 

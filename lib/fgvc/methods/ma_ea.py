@@ -7,7 +7,13 @@ CUB 88.2; Table 2 gives Aircraft 92.8 / Cars 94.0, the abstract and text the rev
 What it does (blocks in fgvc.layers.hybrid):
 - Stem pooling (sec. 3.4): ResNet's 3x3/s2 max-pool is replaced by max-pools of 2x2, 4x4
   and 8x8 whose outputs are upsampled bilinearly to the 2x2 output and summed. No
-  parameters, so pretrained ResNet weights load unchanged. ResNet only.
+  parameters, so pretrained ResNet weights load unchanged. EfficientNet-Lite0 has no
+  max-pool; its first stride-2 step after the stem is block 1's depthwise convolution. The
+  pooling goes there (before block 1, whose convolution then has stride 1), so the output
+  stride and every pretrained weight's shape are unchanged
+  (fgvc.models.backbones.replace_stem_pool); it is the place that plays the max-pool's part,
+  a parameter-free downsampling early in the network, but block 1's pretrained weights now
+  see a pooled map, which the ResNet placement does not do.
 - MA (sec. 3.2, eq. 5): F_out = F + F * M_s(F) * M_c(F) inserted after backbone stages.
 - EA (sec. 3.3, eqs. 18-20): the channel average of the attended feature map is
   upsampled to the image size and min-max normalised; pixels above theta are zeroed
@@ -51,13 +57,14 @@ from torch import nn
 
 from ..layers.erase import erase
 from ..layers.hybrid import HybridAttention, MultiScaleMaxPool
+from ..models.backbones import replace_stem_pool
 from .base import Method, MethodConfig
 from .registry import register
 
 
 @dataclass
 class MaEaConfig(MethodConfig):
-    use_pool: bool = True                     # multi-scale stem pooling (ResNet only)
+    use_pool: bool = True                     # multi-scale stem pooling (ResNet, Lite0)
     pool_kernels: tuple[int, ...] = (2, 4, 8)
     pool_fuse: str = "sum"                    # "sum" (paper) | "mean"
     use_ma: bool = True                       # hybrid attention blocks
@@ -84,12 +91,7 @@ class MaEa(Method):
             raise ValueError(f"ma_stages {cfg.ma_stages!r}: give stage indices in "
                              f"0..{n_stages - 1}")
         if cfg.use_pool:
-            stem = self.backbone.stem
-            if not (self.backbone.is_resnet and isinstance(stem[-1], nn.MaxPool2d)):
-                raise ValueError(f"ma_ea's stem pooling (use_pool=True) replaces a ResNet's "
-                                 f"max-pool; backbone {cfg.backbone!r} has none: "
-                                 "set use_pool=False")
-            stem[-1] = MultiScaleMaxPool(cfg.pool_kernels, cfg.pool_fuse)
+            replace_stem_pool(self.backbone, MultiScaleMaxPool(cfg.pool_kernels, cfg.pool_fuse))
         self.ma = nn.ModuleDict()
         if cfg.use_ma:
             for i in sorted(set(cfg.ma_stages)):
