@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fgvc.data import synthbirds as sb
@@ -51,6 +52,10 @@ def test_more_images_keep_the_existing_ones(tiny, tmp_path):
 
 
 def test_cub_layout_is_consistent(tiny):
+    check_cub_layout(tiny)
+
+
+def check_cub_layout(tiny: Path) -> None:
     n_cls = TINY["n_genera"] * TINY["species_per_genus"]
     n_img = n_cls * (TINY["train_per_class"] + TINY["test_per_class"])
     size = TINY["image_size"]
@@ -217,3 +222,137 @@ def test_renderer_draws_the_same_images_on_the_fly(tiny):
     rel = next(rel for _, rel in rows(tiny / "images.txt") if rel.endswith("_test_0001.jpg") and rel.startswith("005."))
     assert buf.getvalue() == (tiny / "images" / rel).read_bytes()
     assert r.image.size == (TINY["image_size"],) * 2 and len(r.parts) == len(sb.PARTS)
+
+
+# ----------------------------------------------------------------------------- photo mode
+
+PHOTO = sb.PRESETS["photo"]
+
+
+@pytest.fixture(scope="module")
+def tiny_photo(tmp_path_factory) -> Path:
+    return sb.generate(tmp_path_factory.mktemp("sbp") / "photo", seed=0, preset="photo", **TINY)
+
+
+def test_photo_knobs_at_their_defaults_keep_version_1(tiny, tmp_path):
+    """The photo knobs are absent from a default spec and, at 0, change no byte."""
+    assert sb.GENERATOR_VERSION == 1
+    assert set(sb.ADDED_KNOBS) <= set(sb.DEFAULT_DIFFICULTY)
+    assert all(sb.DEFAULT_DIFFICULTY[k] == 0 for k in sb.ADDED_KNOBS)
+    assert not set(sb.spec()["difficulty"]) & set(sb.ADDED_KNOBS)
+    zeros = {k: 0.0 for k in sb.ADDED_KNOBS}
+    assert sb.spec(0, **TINY, **zeros) == sb.spec(0, **TINY)
+    again = sb.generate(tmp_path / "zeros", seed=0, **TINY, **zeros)
+    assert tree_hash(again) == tree_hash(tiny)
+    assert not (tiny / "decoy_boxes.txt").exists()
+
+
+def test_preset_and_overrides():
+    d = sb.spec(0, preset="photo")["difficulty"]
+    assert {k: d[k] for k in PHOTO} == {k: float(v) for k, v in PHOTO.items()}
+    assert sb.spec(0, preset="photo") == sb.spec(0, **PHOTO)  # the spec holds values, not the name
+    assert sb.spec(0, preset="photo", decoys=1)["difficulty"]["decoys"] == 1.0
+    assert sb.spec(0, preset="photo", difficulty={"dapple": 0})["difficulty"].get("dapple", 0.0) == 0.0
+    with pytest.raises(ValueError, match="photo"):
+        sb.spec(0, preset="fotograph")
+    # a profile's data.synth dict reaches spec() as keyword arguments (fgvc.data.registry)
+    from fgvc.data.registry import synthbirds_root
+    assert synthbirds_root({"preset": "photo"}) == synthbirds_root(PHOTO) != synthbirds_root({})
+    assert synthbirds_root({"background": 0.0}) == synthbirds_root({})
+
+
+def test_photo_mode_is_deterministic_and_consistent(tiny, tiny_photo, tmp_path):
+    again = sb.generate(tmp_path / "again", seed=0, preset="photo", **TINY)
+    assert tree_hash(again) == tree_hash(tiny_photo)
+    assert sb.content_hash(tiny_photo) != sb.content_hash(tiny)
+    assert sb.read_meta(tiny_photo)["spec"] == sb.spec(0, preset="photo", **TINY)
+    check_cub_layout(tiny_photo)
+    # same birds: boxes and keypoints are those of the default set, only the scene differs
+    for name in ("bounding_boxes.txt", "parts/part_locs.txt", "images.txt", "image_class_labels.txt"):
+        assert (tiny_photo / name).read_bytes() == (tiny / name).read_bytes()
+    size = TINY["image_size"]
+    n_img = len(rows(tiny / "images.txt"))
+    decoys = rows(tiny_photo / "decoy_boxes.txt")
+    assert len(decoys) > 0.5 * n_img * (PHOTO["decoys"] + PHOTO["decoy_birds"])
+    for i, kind, *xywh in decoys:
+        x, y, w, h = map(float, xywh)
+        assert 1 <= int(i) <= n_img and kind in sb.DECOY_KINDS
+        assert 0 <= x and 0 <= y and w >= 0 and h >= 0 and x + w <= size + 0.1 and y + h <= size + 0.1
+
+
+def _renders(n: int, **kw):
+    draw = sb.renderer(0, image_size=96, noise=0.0, **kw)
+    return [draw(i % 16, np.random.default_rng([9, i])) for i in range(n)]
+
+
+def _outside_box(r, a: np.ndarray, pad: int = 2) -> np.ndarray:
+    m = np.ones(a.shape[:2], bool)
+    x, y, w, h = r.box
+    m[max(0, int(y) - pad):int(y + h) + pad + 1, max(0, int(x) - pad):int(x + w) + pad + 1] = False
+    return m
+
+
+def test_photo_background_has_more_fine_texture():
+    """Mean |Laplacian| of the grey image outside the bird box: the photo scene has far more
+    high-frequency texture than the gradient with clutter (about 2.5x)."""
+    def lap(r):
+        a = np.asarray(r.image.convert("L"), np.float32)
+        L = np.zeros_like(a)
+        L[1:-1, 1:-1] = np.abs(4 * a[1:-1, 1:-1] - a[:-2, 1:-1] - a[2:, 1:-1] - a[1:-1, :-2] - a[1:-1, 2:])
+        m = _outside_box(r, a)
+        m[[0, -1], :] = m[:, [0, -1]] = False
+        return L[m].mean()
+    plain = np.mean([lap(r) for r in _renders(16)])
+    photo = np.mean([lap(r) for r in _renders(16, preset="photo")])
+    assert photo > 1.8 * plain, (photo, plain)
+
+
+def test_decoys_are_drawn_where_their_boxes_are_and_the_bird_is_unchanged():
+    """Decoys only (no scene, blur or light): same rng, so the image differs from the default
+    one by the decoys alone; they lie mostly beside the bird."""
+    plain = _renders(16)
+    dec = _renders(16, decoys=5.0, decoy_birds=1.0)
+    n, outside, changed_in, changed = 0, 0, 0, 0
+    for p, d in zip(plain, dec):
+        assert d.box == p.box and d.parts == p.parts and p.decoys == ()
+        a, b = np.asarray(p.image, np.int16), np.asarray(d.image, np.int16)
+        diff = np.abs(a - b).max(-1) > 12
+        inside = np.zeros(diff.shape, bool)
+        bx, by, bw, bh = d.box
+        for kind, x, y, w, h in d.decoys:
+            n += 1
+            cx, cy = x + w / 2, y + h / 2
+            outside += not (bx < cx < bx + bw and by < cy < by + bh)
+            inside[max(0, int(y) - 2):int(y + h) + 3, max(0, int(x) - 2):int(x + w) + 3] = True
+        changed += diff.sum()
+        changed_in += (diff & inside).sum()
+    assert n >= 16 * 6 * 0.6
+    assert outside > 0.6 * n
+    assert changed > 16 * 100 and changed_in > 0.97 * changed  # pixels change only at decoys
+    kinds = Counter(k for r in dec for k, *_ in r.decoys)
+    assert set(kinds) == set(sb.DECOY_KINDS), kinds
+
+
+def test_photo_mode_scene_changes_around_a_sharp_bird():
+    """The photo scene replaces the gradient (pixels outside the box change a lot) while the
+    bird's keypoints and box stay those of the default image."""
+    for p, d in zip(_renders(8), _renders(8, preset="photo")):
+        assert d.box == p.box and d.parts == p.parts
+        a, b = np.asarray(p.image, np.float32), np.asarray(d.image, np.float32)
+        m = _outside_box(p, a)
+        assert np.abs(a - b)[m].mean() > 15
+
+
+@pytest.mark.slow
+def test_photo_mode_renders_fast_enough():
+    """Photo mode at 146 px: 1,600 images (with JPEG encoding) in well under a minute of CPU."""
+    import io
+
+    draw = sb.renderer(0, image_size=146, preset="photo")
+    c = time.process_time()
+    for k in range(160):
+        buf = io.BytesIO()
+        draw(k % 16, np.random.default_rng([0, 2, k])).image.save(buf, "JPEG", quality=sb.JPEG_QUALITY)
+    rate = 160 / (time.process_time() - c)
+    print(f"\nSynthBirds photo mode at 146 px: {rate:.0f} img/s")
+    assert rate > 1600 / 45
