@@ -185,13 +185,20 @@ def test_crops_match_resized_crop(kind):
 
 
 # ------------------------------------------------------------------ the method
+@pytest.mark.parametrize("zoom_px, side, expected", [(224, 448, 224), (224, 128, 128),
+                                                     (96, 128, 96), (0, 128, 64), (0, 448, 224)])
+def test_zoom_keeps_paper_pixels_capped_at_input(zoom_px, side, expected):
+    """The paper's 224 px at 448; never larger than the input; zoom_px = 0 is the ratio reading."""
+    assert _model(zoom_px=zoom_px).zoom_size(side, side) == (expected, expected)
+
+
 def test_training_forward_shapes_hybrid_width_and_loss():
     model = _model().train()
     shapes = _backbone_inputs(model)
     x, y = torch.randn(3, 3, 64, 64), torch.tensor([0, 1, 4])
     out = model(x, y)
     n = model.backbone.out_channels
-    assert shapes == [(3, 3, 64, 64), (3 * 6, 3, 32, 32)]  # m = 6 regions zoomed to 32 px
+    assert shapes == [(3, 3, 64, 64), (3 * 6, 3, 64, 64)]  # m = 6 regions zoomed to min(224, 64) px
     assert out["features"].shape == (3, n * (1 + 4))  # hybrid feature C * (1 + l)
     assert model.hybrid_fc.in_features == n * 5
     assert out["region_logits"].shape == (3, 6, K) and out["boxes"].shape == (3, 6, 4)
@@ -215,7 +222,7 @@ def test_eval_encodes_only_the_hybrid_regions():
     shapes = _backbone_inputs(model)
     with torch.no_grad():
         out = model(torch.randn(3, 3, 64, 64))
-    assert shapes == [(3, 3, 64, 64), (3 * 2, 3, 32, 32)]
+    assert shapes == [(3, 3, 64, 64), (3 * 2, 3, 64, 64)]
     assert out["logits"].shape == (3, K) and "region_logits" not in out
 
 
@@ -226,7 +233,7 @@ def test_image_only_removes_the_hybrid_head():
     x, y = torch.randn(3, 3, 64, 64), torch.tensor([0, 1, 4])
     out = model.train()(x, y)
     assert torch.equal(out["logits"], out["image_logits"]) and "features" not in out
-    assert shapes == [(3, 3, 64, 64), (18, 3, 32, 32)]  # regions still trained
+    assert shapes == [(3, 3, 64, 64), (18, 3, 64, 64)]  # regions still trained
     loss, parts = model.loss(out, y)
     assert set(parts) == {"image", "region"}
     torch.testing.assert_close(loss, parts["image"] + parts["region"])
