@@ -1,7 +1,11 @@
 """Every parameter is checked before any work; errors list the valid choices."""
 import pytest
 
-from fgvc.config import dotted_to_nested, list_profiles, load_profile, resolve
+import json
+
+from fgvc.config import (config_hash, dotted_to_nested, from_json, list_profiles, load_profile,
+                         portable_path, resolve)
+from fgvc.paths import ROOT
 from fgvc.engine import lr_factor
 
 
@@ -33,7 +37,7 @@ def _has(method):
     ({"method": "resnet"}, "unknown method 'resnet'; valid: ["),
     ({"method": "baseline", "variant": "nope"}, "unknown variant 'nope' of 'baseline'; valid: ['full'"),
     ({"method": "baseline", "dataset": "birds"}, "unknown dataset 'birds'; valid: ['aircraft', 'cars', 'cub', 'synthbirds']"),
-    ({"method": "baseline", "profile": "fast"}, "unknown profile 'fast'; valid: ['paper', 'quick']"),
+    ({"method": "baseline", "profile": "fast"}, "unknown profile 'fast'; valid: ['"),
     ({"method": "baseline", "overrides": {"train.epoch": 3}}, "unknown setting 'train.epoch'; valid: ["),
     ({"method": "baseline", "overrides": {"optim.lr": 3}}, "unknown override section(s) ['optim']"),
     ({"method": "baseline", "overrides": {"model.backbone": "vgg16"}}, "unknown backbone 'vgg16'"),
@@ -85,3 +89,20 @@ def test_lr_schedules_by_hand():
     assert lr_factor(t, 30, 10) == pytest.approx(0.5)     # half-way: (1 + cos(pi/2)) / 2
     step = dict(t, schedule="step", warmup_epochs=0)
     assert [lr_factor(step, s, 10) for s in (0, 19, 20, 40)] == pytest.approx([1, 1, 0.1, 0.01])
+
+
+def test_a_resolved_config_is_taken_as_given():
+    cfg = resolve("baseline")
+    cfg["train"]["lr"] = 0.0123
+    assert from_json(json.dumps(cfg)) == cfg and from_json(cfg) == cfg
+    with pytest.raises(ValueError, match="not a resolved configuration.*config_hash"):
+        from_json({k: v for k, v in cfg.items() if k != "config_hash"})
+
+
+def test_machine_section_and_paths_do_not_change_the_hash():
+    cfg = resolve("baseline")
+    assert config_hash({**cfg, "machine": {"device": "cuda"}}) == cfg["config_hash"]
+    inside = resolve("baseline", data_root=str(ROOT / "data" / "mine"))
+    assert inside["data_root"] == "data/mine" and inside["config_hash"] == cfg["config_hash"]
+    assert portable_path("data/x") == "data/x" and portable_path(None) is None
+    assert portable_path("/elsewhere/cub") == "/elsewhere/cub"  # outside the repository: as given

@@ -14,7 +14,9 @@ import torch
 from fgvc import io
 from fgvc.engine import CheckpointMismatch, NonFiniteLoss, build_optimizer, build_scheduler, train_one_epoch
 from fgvc.methods import create_method
-from fgvc.run import run
+from fgvc.config import config_hash, resolve
+from fgvc.run import resolve_machine, run
+from fgvc.train import main as train_main
 
 from tiny import TINY
 
@@ -28,6 +30,11 @@ def test_same_seed_same_metrics(isolated_results):
     assert {k: a[k] for k in SAME} == {k: b[k] for k in SAME}
     ha = io.read_json(isolated_results / "results/runs/a/metrics.json")
     assert ha["test_top1"] == a["test_top1"]
+    # machine-dependent choices are made by the run and recorded on their own, outside the hash
+    config = io.read_json(isolated_results / "results/runs/a/config.json")
+    assert config["machine"] == ha["machine"] == resolve_machine(config)
+    assert config["machine"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert config_hash(config) == config["config_hash"] == ha["config_hash"]
     c = run(method="baseline", seed=1, overrides=TINY, run_id="c", progress=False)
     assert (isolated_results / "results/runs/c/history.csv").read_text() != \
         (isolated_results / "results/runs/a/history.csv").read_text()
@@ -104,3 +111,14 @@ def test_complete_run_is_not_run_again(isolated_results):
     first = run(method="baseline", overrides=TINY, run_id="done", progress=False)
     again = run(method="baseline", overrides=TINY, run_id="done", progress=False)
     assert again["finished_at"] == first["finished_at"]
+
+
+def test_train_cli_runs_a_resolved_config_as_given(isolated_results):
+    cfg = resolve("baseline", overrides=TINY, run_id="given")
+    cfg["train"]["lr"] = 0.0123  # what no resolve of these settings gives
+    cfg["config_hash"] = config_hash(cfg)
+    assert train_main(["--config", json.dumps(cfg), "--no-progress"]) == 0
+    record = io.read_json(isolated_results / "results/runs/given/config.json")
+    record.pop("machine")
+    assert record == cfg
+    assert train_main(["--config", '{"method": "baseline"}']) == 1  # not a resolved config

@@ -1,10 +1,17 @@
 """The grid: papermill runs, failures recorded and the rest goes on, reruns redo only what is
-missing, and a lock per run keeps two grids from running the same run twice."""
+missing, a lock per run keeps two grids from running the same run twice; the notebook gets the
+resolved configuration and uses it as given; run records are small, clean and portable."""
 import io as _io
 import json
+import os
+import socket
+
+import pytest
 
 from fgvc import io
-from fgvc.grid import main, plan, run_grid, run_lock
+from fgvc.config import config_hash, resolve
+from fgvc.grid import execute, main, plan, run_grid, run_lock
+from fgvc.paths import ROOT
 
 from tiny import TINY
 
@@ -27,9 +34,12 @@ def test_failure_is_recorded_others_go_on_and_rerun_redoes_only_failures(isolate
     (failed_id, error), = result["failed"].items()
     assert "cub" in failed_id and "DatasetNotFound" in error
     failures = io.read_json(isolated_results / "results/failures.json")
-    assert list(failures) == [failed_id] and "papermill.log" in failures[failed_id]["log"]
+    assert list(failures) == [failed_id] and failures[failed_id]["log"] == f"runs/{failed_id}/log.txt"
+    failed_log = (isolated_results / "results/runs" / failed_id / "log.txt").read_text()
+    assert "FAILED" in failed_log and "DatasetNotFound" in failed_log
     ok_dir = isolated_results / "results/runs" / result["done"][0]
-    assert (ok_dir / "10_train.ipynb").is_file() and (ok_dir / "metrics.json").is_file()
+    assert (ok_dir / "metrics.json").is_file() and not (ok_dir / "10_train.ipynb").exists()
+    assert (isolated_results / "ckpt" / result["done"][0] / "10_train.ipynb").is_file()
     assert "[2/2]" in out.getvalue() and "total" in out.getvalue()
 
     again = run_grid(specs, workers=1, out=_io.StringIO())
@@ -54,3 +64,54 @@ def test_a_locked_run_is_left_to_the_grid_holding_it(isolated_results):
         result = run_grid(specs, out=_io.StringIO())
     assert result["locked"] == [rid] and not result["done"]
     assert not (isolated_results / "results/runs" / rid / "metrics.json").exists()
+
+
+RECORD = {"config.json", "metrics.json", "history.csv", "log.txt"}
+
+
+@pytest.fixture(scope="module")
+def given_run(tmp_path_factory):
+    """One tiny run through the grid's execute, with a resolved config changed by hand (a
+    learning rate and run id that no resolve of its parameters gives)."""
+    tmp = tmp_path_factory.mktemp("given")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FGVC_RESULTS", str(tmp / "results"))
+        mp.setenv("FGVC_CHECKPOINTS", str(tmp / "ckpt"))
+        cfg = resolve("baseline", overrides=TINY_ONE_EPOCH)
+        cfg["train"]["lr"] = 0.0123
+        cfg["run_id"] = "given"
+        cfg["config_hash"] = config_hash(cfg)
+        execute(cfg, threads=1)
+    return cfg, tmp
+
+
+def test_notebook_uses_the_passed_config_as_given(given_run):
+    cfg, tmp = given_run
+    assert resolve("baseline", overrides=TINY_ONE_EPOCH)["train"]["lr"] != 0.0123
+    record = io.read_json(tmp / "results/runs/given/config.json")
+    machine = record.pop("machine")
+    assert record == cfg
+    metrics = io.read_json(tmp / "results/runs/given/metrics.json")
+    assert metrics["config_hash"] == cfg["config_hash"] and metrics["machine"] == machine
+    assert set(machine) == {"device", "torch_threads", "cpu_capability", "torch", "python"}
+    assert machine["device"] in ("cpu", "cuda") and config_hash({**cfg, "machine": machine}) == cfg["config_hash"]
+
+
+def test_run_record_is_small_portable_and_its_log_clean(given_run):
+    _, tmp = given_run
+    run_dir = tmp / "results/runs/given"
+    assert {p.name for p in run_dir.iterdir()} == RECORD
+    assert sum(p.stat().st_size for p in run_dir.iterdir()) < 25_000
+    machine_paths = {str(ROOT), str(ROOT.resolve()), str(tmp), str(tmp.resolve()), "/root", "/home",
+                     os.path.dirname(os.environ["FGVC_DATA"])}
+    host = socket.gethostname()
+    for path in run_dir.iterdir():
+        text = path.read_text()
+        assert not [m for m in machine_paths if m in text], (path.name, text)
+        assert len(host) < 4 or host not in text, path.name
+    log = (run_dir / "log.txt").read_text().splitlines()
+    assert len(log) == 3 and "start given" in log[0] and "end: done" in log[-1], log
+    assert "$FGVC_CHECKPOINTS/given/10_train.ipynb" in log[1]
+    full = (tmp / "ckpt/given/papermill.log").read_text()
+    assert "ERROR" not in full and "WARNING" not in full and "Unable to parse" not in full, full
+    assert (tmp / "ckpt/given/10_train.ipynb").is_file()

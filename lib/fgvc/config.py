@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .paths import CONFIGS
+from .paths import CONFIGS, ROOT
 
 SECTIONS = ("data", "model", "train")
 
@@ -127,7 +127,7 @@ def resolve(method: str, variant: str = "full", dataset: str | None = None,
     _check_combinations(cls, cfg)
 
     run = {"method": method, "variant": variant, "dataset": dataset, "profile": profile,
-           "seed": seed, "data_root": data_root, "overrides": overrides or {}}
+           "seed": seed, "data_root": portable_path(data_root), "overrides": overrides or {}}
     cfg = {**run, **cfg}
     cfg["config_hash"] = config_hash(cfg)
     cfg["run_id"] = run_id or default_run_id(cfg)
@@ -149,10 +149,41 @@ def _check_combinations(cls: type, cfg: dict) -> None:
             raise ValueError(f"train.{key} must be >= 1, got {t[key]}")
 
 
+RESOLVED_KEYS = ("method", "variant", "dataset", "profile", "seed", "data_root", "overrides",
+                 *SECTIONS, "config_hash", "run_id")
+
+
+def from_json(config: str | dict) -> dict:
+    """A configuration resolved elsewhere (the grid's, as JSON or a dict), used as given.
+
+    Nothing is resolved again: this only checks that it is a whole resolved configuration.
+    """
+    cfg = json.loads(config) if isinstance(config, str) else copy.deepcopy(dict(config))
+    missing = [k for k in RESOLVED_KEYS if k not in cfg]
+    if missing:
+        raise ValueError(f"not a resolved configuration (fgvc.config.resolve): {missing} missing")
+    return cfg
+
+
+def portable_path(path: str | None) -> str | None:
+    """A path inside the repository as a path relative to it (relative paths resolve from the
+    repository root), so that no record holds this machine's absolute paths; others unchanged."""
+    if not path:
+        return path
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        try:
+            return str(p.resolve().relative_to(ROOT)) or "."
+        except ValueError:
+            return str(path)
+    return str(path)
+
+
 def config_hash(cfg: dict) -> str:
-    """Hash of everything that changes the result (not the run id, paths or worker count)."""
+    """Hash of everything that changes the result (not the run id, paths, worker count or the
+    `machine` section that fgvc.run records)."""
     keep = {k: v for k, v in cfg.items() if k not in ("run_id", "config_hash", "data_root",
-                                                       "overrides")}
+                                                       "overrides", "machine")}
     keep["train"] = {k: v for k, v in keep["train"].items() if k not in ("num_workers",)}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
 

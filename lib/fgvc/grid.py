@@ -2,8 +2,10 @@
 
     python -m fgvc.grid --profile quick [--methods baseline,lafe] [--seeds 0,1] [--workers 2]
 
-Each run is one papermill execution of notebooks/10_train.ipynb; its executed notebook is
-saved beside its records in results/runs/<run_id>/. Runs already complete are skipped, a
+Each run is one papermill execution of notebooks/10_train.ipynb, given the run's resolved
+configuration; its records (config.json, metrics.json, history.csv, a short log.txt) go to
+results/runs/<run_id>/, the executed notebook and papermill's output beside its checkpoints
+(checkpoints_dir()/<run_id>/). Runs already complete are skipped, a
 failing run is recorded in results/failures.json and the grid goes on; the exit code is
 non-zero if anything failed. A lock per run (results/.locks/) keeps two grids started on
 the same results folder from running the same run twice.
@@ -14,19 +16,21 @@ import argparse
 import fcntl
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
 from . import io
 from .config import list_variants, load_profile, resolve
 from .methods import list_methods
-from .paths import NOTEBOOKS, ROOT, results_dir
+from .paths import NOTEBOOKS, ROOT, checkpoints_dir, data_dir, results_dir
 from .run import is_complete
 
 TRAIN_NOTEBOOK = NOTEBOOKS / "10_train.ipynb"
@@ -92,28 +96,95 @@ def run_lock(run_id: str) -> Iterator[bool]:
 
 
 def execute(cfg: dict, threads: int | None = None, log=None) -> None:
-    """Run one configuration through papermill in a subprocess; raise on failure."""
-    run_dir = results_dir() / "runs" / cfg["run_id"]
+    """Run one resolved configuration through notebooks/10_train.ipynb (papermill, in a
+    subprocess); raise on failure.
+
+    The notebook gets the configuration itself, as JSON (parameter `config`), and uses it as
+    given. The executed notebook and papermill's whole output go beside the run's checkpoints
+    (checkpoints_dir()/<run_id>/10_train.ipynb, papermill.log); the run's record folder gets a
+    short log.txt: start, anything papermill or the kernel reported, end or error, with paths
+    relative to the repository (or $FGVC_RESULTS, $FGVC_CHECKPOINTS, $FGVC_DATA).
+    """
+    from importlib.metadata import version
+
+    rid = cfg["run_id"]
+    run_dir, work = results_dir() / "runs" / rid, checkpoints_dir() / rid
     run_dir.mkdir(parents=True, exist_ok=True)
-    params = {"method": cfg["method"], "variant": cfg["variant"], "dataset": cfg["dataset"],
-              "data_root": cfg["data_root"] or "", "profile": cfg["profile"],
-              "seed": cfg["seed"], "overrides": cfg["overrides"], "run_id": cfg["run_id"],
-              "progress": False}
+    work.mkdir(parents=True, exist_ok=True)
+    executed, full_log = work / "10_train.ipynb", work / "papermill.log"
+    executed.unlink(missing_ok=True)  # an earlier attempt's: its error is not this one's
+    params = {"config": json.dumps(cfg, sort_keys=True), "progress": False}
     env = dict(os.environ)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     env.setdefault("TQDM_DISABLE", "1")
-    cmd = [sys.executable, "-m", "papermill", str(TRAIN_NOTEBOOK), str(run_dir / "10_train.ipynb"),
-           "-y", json.dumps(params), "--cwd", str(ROOT), "--no-progress-bar", "-k", "python3"]
-    with open(run_dir / "papermill.log", "w") as logf:
+    cmd = [sys.executable, "-m", "fgvc.notebook", str(TRAIN_NOTEBOOK), str(executed),
+           "--parameters", json.dumps(params), "--cwd", str(ROOT), "--kernel", "python3"]
+    lines = [f"{_now()} start {rid} (config {cfg['config_hash']}): "
+             f"{_portable(str(TRAIN_NOTEBOOK))} through papermill {version('papermill')}",
+             f"executed notebook and papermill's output: {_portable(str(executed))}, "
+             f"{full_log.name}"]
+    io.write_text(run_dir / "log.txt", "\n".join(lines) + "\n")
+    t0 = time.time()
+    with open(full_log, "w") as logf:
         proc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    if proc.returncode:
-        raise RuntimeError(_error_of(run_dir))
+    secs = time.time() - t0
+    error = _error_of(work) if proc.returncode else None
+    if not error and not (run_dir / "metrics.json").is_file():
+        error = "the notebook ended without writing metrics.json"
+    reported = [_portable(line.strip())[:300] for line in
+                full_log.read_text(errors="replace").splitlines()
+                if line.strip() and not line.startswith(_PAPERMILL_BANNER)]
+    reported = [line for line in reported if not (error and line in error)]  # said once, below
+    lines += reported[:20] + ([f"... ({len(reported) - 20} more lines in {full_log.name})"]
+                              if len(reported) > 20 else [])
+    if error:
+        lines.append(f"{_now()} end: FAILED after {secs:.0f} s (exit status {proc.returncode}): "
+                     f"{error}")
+    else:
+        m = io.read_json(run_dir / "metrics.json")
+        lines.append(f"{_now()} end: done in {secs:.0f} s, test top-1 {m['test_top1']:.1f}% "
+                     f"(val {m['val_top1']:.1f}%)")
+    io.write_text(run_dir / "log.txt", "\n".join(lines) + "\n")
+    if error:
+        raise RuntimeError(error)
 
 
-def _error_of(run_dir: Path) -> str:
-    """The exception a failed run raised: from its executed notebook, else papermill's log."""
-    nb = run_dir / "10_train.ipynb"
+# The lines papermill always writes first (with this machine's absolute paths): not in log.txt.
+_PAPERMILL_BANNER = ("Input Notebook:", "Output Notebook:", "Working directory:",
+                     "Executing notebook with kernel:")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _portable(text: str) -> str:
+    """`text` with this machine's paths replaced: the results, checkpoints and data folders by
+    their path in the repository or by $FGVC_RESULTS / $FGVC_CHECKPOINTS / $FGVC_DATA, the
+    repository by a relative path, the home folder by ~."""
+    places = []
+    for var, folder in (("FGVC_RESULTS", results_dir()), ("FGVC_CHECKPOINTS", checkpoints_dir()),
+                        ("FGVC_DATA", data_dir())):
+        for path in {str(folder), str(folder.resolve())}:
+            try:
+                label = str(Path(path).resolve().relative_to(ROOT.resolve()))
+            except ValueError:
+                label = f"${var}"
+            places.append((path, label))
+    places += [(str(ROOT), "."), (str(ROOT.resolve()), "."), (str(Path.home()), "~")]
+    for path, label in sorted(places, key=lambda p: -len(p[0])):
+        if len(path) > 1:  # a whole path only: followed by "/" or by no further name character
+            text = re.sub(re.escape(path) + r"(/|(?![\w.-]))",
+                          lambda m, label=label: "" if label == "." and m[1] else label + m[1],
+                          text)
+    return text
+
+
+def _error_of(work: Path) -> str:
+    """The exception a failed run raised: from its executed notebook, else papermill's log
+    (both in `work`, the run's checkpoint folder), with portable paths."""
+    nb = work / "10_train.ipynb"
     if nb.is_file():
         try:
             cells = json.loads(nb.read_text())["cells"]
@@ -122,10 +193,11 @@ def _error_of(run_dir: Path) -> str:
         for cell in cells:
             for out in cell.get("outputs", []):
                 if out.get("output_type") == "error":
-                    return f"{out['ename']}: {out['evalue']}"[:1000]
-    lines = (run_dir / "papermill.log").read_text(errors="replace").splitlines()
+                    return _portable(f"{out['ename']}: {out['evalue']}")[:1000]
+    path = work / "papermill.log"
+    lines = path.read_text(errors="replace").splitlines() if path.is_file() else []
     errs = [line for line in lines if "Error" in line or "Exception" in line]
-    return (errs[-1] if errs else (lines[-1] if lines else "failed")).strip()[:1000]
+    return _portable((errs[-1] if errs else (lines[-1] if lines else "failed")).strip())[:1000]
 
 
 def run_grid(specs: list[RunSpec], workers: int = 1, backend: str = "local",
@@ -190,7 +262,7 @@ def write_failures(failed: dict[str, str], grid_ids: list[str]) -> Path:
     path = results_dir() / "failures.json"
     old = io.read_json(path) if path.is_file() else {}
     keep = {k: v for k, v in old.items() if k not in grid_ids}
-    keep.update({rid: {"error": err, "log": f"runs/{rid}/papermill.log"}
+    keep.update({rid: {"error": err, "log": f"runs/{rid}/log.txt"}
                  for rid, err in failed.items()})
     io.write_json(path, keep)
     return path

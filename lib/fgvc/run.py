@@ -4,6 +4,11 @@ Writes `results/runs/<run_id>/config.json`, `history.csv` (after every epoch) an
 run is complete, `metrics.json`; checkpoints go to `checkpoints_dir()/<run_id>/`. A run whose
 `metrics.json` exists is complete and is not run again; a run restarted with the same run id
 resumes from its last checkpoint.
+
+The configuration comes resolved (fgvc.config.resolve) and is used as given; only the choices
+that depend on the machine the run executes on are made here, by :func:`resolve_machine`, and
+recorded under their own key, `machine`, in config.json and metrics.json (outside the config
+hash).
 """
 from __future__ import annotations
 
@@ -39,6 +44,19 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and device.index is None and dist_info()[1] > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return device
+
+
+def resolve_machine(cfg: dict) -> dict:
+    """The machine-dependent choices of a run, made where it executes (also on a Slurm node).
+
+    Today: the device (`train.device` "auto" = CUDA if available). Also recorded, not chosen:
+    torch's CPU thread count and CPU capability, torch and Python versions. Nothing that
+    identifies the machine (no host name, user or path).
+    """
+    return {"device": str(pick_device(cfg["train"]["device"])),
+            "torch_threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__, "python": platform.python_version()}
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -102,11 +120,12 @@ def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None 
     ckpt_dir = checkpoints_dir() / cfg["run_id"]
     if is_complete(cfg):
         return io.read_json(run_dir / "metrics.json")
+    machine = resolve_machine(cfg)
     if rank == 0:
-        io.write_json(run_dir / "config.json", cfg)
+        io.write_json(run_dir / "config.json", {**cfg, "machine": machine})
     start = time.time()
     seed_everything(cfg["seed"])
-    device = pick_device(cfg["train"]["device"])
+    device = torch.device(machine["device"])
     if cfg["data_root"]:
         cfg = {**cfg, "data_root": str(resolve_path(cfg["data_root"]))}
     bundle = build_data_for(cfg)
@@ -155,9 +174,9 @@ def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None 
         "train_time_s": train_s,
         "train_images_per_s": sum(h["train_images"] for h in hist) / max(train_s, 1e-9),
         "peak_memory_mb": peak_memory_mb(device),
-        "device": str(device), "world_size": world,
-        "torch": torch.__version__, "python": platform.python_version(),
+        "world_size": world,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine,
     }
     if rank == 0:
         io.write_json(run_dir / "metrics.json", metrics)

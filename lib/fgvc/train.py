@@ -2,6 +2,7 @@
 
     python -m fgvc.train --method baseline [--variant full] [--dataset cub] [--profile paper]
                          [--seed 0] [--data-root R] [--run-id ID] [--set train.epochs=2 ...]
+    python -m fgvc.train --config results/runs/<run_id>/config.json   # a resolved config, as given
 
     # one node, 4 GPUs (one process per GPU; train.batch_size is the global batch):
     torchrun --standalone --nproc-per-node 4 -m fgvc.train --method lafe --profile paper ...
@@ -24,6 +25,7 @@ import json
 import os
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -65,7 +67,10 @@ def init_distributed(timeout_s: float = 1800) -> tuple[int, int, int]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fgvc.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", required=True)
+    p.add_argument("--method")
+    p.add_argument("--config", default=None,
+                   help="a resolved configuration (JSON text, or a file such as a run's "
+                        "config.json), used as given instead of the settings below")
     p.add_argument("--variant", default="full")
     p.add_argument("--dataset", default=None, help="default: the profile's dataset")
     p.add_argument("--profile", default="quick")
@@ -78,13 +83,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
 
-    from .config import resolve
+    from .config import from_json, resolve
     from .run import run
 
     try:
-        cfg = resolve(a.method, a.variant, a.dataset, a.profile, a.seed, data_root=a.data_root,
-                      overrides=parse_overrides(a.set), run_id=a.run_id)
-    except (ValueError, TypeError) as e:
+        if a.config:
+            text = a.config if a.config.lstrip().startswith("{") else Path(a.config).read_text()
+            cfg = from_json(text)
+            cfg.pop("machine", None)  # a run's config.json: its machine section is made anew
+        elif a.method:
+            cfg = resolve(a.method, a.variant, a.dataset, a.profile, a.seed,
+                          data_root=a.data_root, overrides=parse_overrides(a.set),
+                          run_id=a.run_id)
+        else:
+            raise ValueError("give --method (and its settings) or --config")
+    except (ValueError, TypeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if a.threads:
