@@ -5,8 +5,14 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export TQDM_DISABLE ?=
 
-.PHONY: study test lab bench report setup notebooks
+.PHONY: help study ablations pipeline-check test lab bench report setup notebooks
+.DEFAULT_GOAL := help
 
+## List the targets (also what a bare `make` does).
+help:
+	@awk '/^## /{doc=substr($$0,4); next} /^[a-z][a-z-]*:/{if(doc){split($$0,t,":"); printf "  make %-15s %s\n", t[1], doc}; doc=""} !/^## /{if(!/^[a-z][a-z-]*:/)doc=""}' $(MAKEFILE_LIST)
+
+## Create (or reuse) the virtual environment .venv with every pinned dependency.
 setup: $(STAMP)
 
 # torch and torchvision first, so grad-cam (in requirements.txt) does not pull another torch.
@@ -19,28 +25,40 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (fgvc-study)" >/dev/null
 	touch $(STAMP)
 
-## The study's main job: the quick grid on SynthBirds (CPU, no downloads), then the report.
+## The study's main job: the transfer-regime grid on SynthBirds (CPU, no downloads), then the report.
 study: $(STAMP)
-	$(BIN)/python -m fgvc.grid --profile quick
-	$(BIN)/python -m fgvc.report
+	$(BIN)/python -m fgvc.grid --profile transfer
+	$(BIN)/python -m fgvc.report --profile transfer
+
+## Every other ablation row of every paper (transfer profile), then the report.
+ablations: $(STAMP)
+	$(BIN)/python -m fgvc.grid --profile transfer --grid ablations
+	$(BIN)/python -m fgvc.report --profile transfer
+
+## A fast pipeline check: ResNet-18 from scratch at 64 px (the scratch profile), every method and row.
+pipeline-check: $(STAMP)
+	$(BIN)/python -m fgvc.grid --profile scratch
+	$(BIN)/python -m fgvc.report --profile scratch
 
 ## The whole test suite (unit tests, papermill smoke runs, nbval on the stored notebooks).
 test: $(STAMP)
 	TQDM_DISABLE=1 $(BIN)/python -m pytest -q
 
-## JupyterLab in the project's environment, notebooks ready to run.
+## JupyterLab in the project's environment, opened in notebooks/ (as root too, e.g. in a container).
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks --no-browser \
+	  $$(test "$$(id -u)" = 0 && echo --allow-root)
 
+## The benchmark (throughput, MFU, data path) -> results/bench.md.
 bench: $(STAMP)
 	$(BIN)/python -m fgvc.bench
 
+## Rebuild every table and figure from the committed run records (cheap: no training).
 report: $(STAMP)
-	$(BIN)/python -m fgvc.report
+	$(BIN)/python -m fgvc.report --profile transfer
 
-## Re-execute the stored notebooks with their tiny default parameters (the outputs nbval
-## compares), writing their run records into a throw-away folder, never into results/.
+## Re-execute the stored notebooks with their tiny defaults (what nbval compares), outside results/.
 notebooks: $(STAMP)
 	tmp=$$(mktemp -d) && for nb in notebooks/*.ipynb; do \
 	  FGVC_RESULTS=$$tmp/results FGVC_CHECKPOINTS=$$tmp/ckpt FGVC_DATA=$$tmp/data TQDM_DISABLE=1 \
-	  $(BIN)/python -m papermill $$nb $$nb --cwd . --no-progress-bar -k python3 || exit 1; done; rm -rf $$tmp
+	  $(BIN)/python -m fgvc.notebook $$nb $$nb --cwd . || exit 1; done; rm -rf $$tmp

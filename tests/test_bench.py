@@ -20,7 +20,7 @@ def test_labels_follow_pair_mode(mode):
 
 
 def test_throughput_rows_relative_to_the_baseline():
-    s = bench.throughput(["baseline", "no_such_method"], "quick", 2, 32, peak=1e9,
+    s = bench.throughput(["baseline", "no_such_method"], "scratch", 2, 32, peak=1e9,
                          min_run_time=FAST, num_classes=4, log=lambda _: None)
     base, bad = s["rows"]
     assert base["method"] == "baseline" and base["img/s"] > 0 and base["GFLOP/step"] > 0
@@ -33,7 +33,7 @@ def test_throughput_rows_relative_to_the_baseline():
 
 
 def test_engine_overhead_tiny():
-    s = bench.engine_overhead("quick", batch=2, crop=32, steps=1, min_run_time=FAST, num_classes=4)
+    s = bench.engine_overhead("scratch", batch=2, crop=32, steps=1, min_run_time=FAST, num_classes=4)
     engine, bare = (r["images/s"] for r in s["rows"])
     assert engine > 0 and bare > 0 and len(s["goals"]) == 1
 
@@ -47,12 +47,12 @@ def test_data_path_tiny(tmp_path):
 
 def test_main_writes_report(tmp_path):
     out = tmp_path / "bench.md"
-    argv = ["--out", str(out), "--methods", "baseline", "--sections", "engine,quick,data",
+    argv = ["--out", str(out), "--methods", "baseline", "--sections", "engine,scratch,data",
             "--engine-steps", "1", "--data-images", "4", "--gemm-n", "64", "--min-run-time", str(FAST),
-            "--quick-batch", "2", "--quick-crop", "32"]
+            "--scratch-batch", "2", "--scratch-crop", "32"]
     assert bench.main(argv) == 0
     text = out.read_text()
-    for heading in ("## Goals", "## Machine", "## Engine overhead", "quick profile",
+    for heading in ("## Goals", "## Machine", "## Engine overhead", "scratch profile",
                     "## Data pipeline", "torch " + torch.__version__, "| fgvc.engine.train_one_epoch |"):
         assert heading in text
     assert "python -m fgvc.bench --out" in text

@@ -9,13 +9,17 @@ from fgvc.paths import ROOT
 from fgvc.engine import lr_factor
 
 
-def test_resolve_quick_defaults():
+def test_resolve_defaults_to_the_transfer_profile():
     cfg = resolve("baseline")
-    assert cfg["dataset"] == "synthbirds" and cfg["profile"] == "quick"
-    assert cfg["model"]["input_size"] == cfg["data"]["crop"]
-    assert cfg["run_id"] == "quick-synthbirds-baseline-full-s0"
+    assert cfg["dataset"] == "synthbirds" and cfg["profile"] == "transfer"
+    assert cfg["model"]["backbone"] == "efficientnet_lite0" and cfg["model"]["weights"] == "imagenet"
+    assert cfg["model"]["input_size"] == cfg["data"]["crop"] >= 112
+    assert cfg["data"]["synth"]["image_size"] == cfg["data"]["resize"]  # rendered, not upsampled
+    assert cfg["run_id"] == "transfer-synthbirds-baseline-full-s0"
     assert resolve("baseline")["config_hash"] == cfg["config_hash"]
     assert resolve("baseline", seed=1)["config_hash"] != cfg["config_hash"]
+    scratch = resolve("baseline", profile="scratch")
+    assert scratch["model"]["backbone"] == "resnet18" and scratch["model"]["weights"] == "none"
 
 
 def test_paper_profile_takes_each_papers_settings():
@@ -41,7 +45,7 @@ def _has(method):
     ({"method": "baseline", "overrides": {"train.epoch": 3}}, "unknown setting 'train.epoch'; valid: ["),
     ({"method": "baseline", "overrides": {"optim.lr": 3}}, "unknown override section(s) ['optim']"),
     ({"method": "baseline", "overrides": {"model.backbone": "vgg16"}}, "unknown backbone 'vgg16'"),
-    ({"method": "baseline", "overrides": {"data.crop": 100}}, "data.crop 100 is larger than data.resize"),
+    ({"method": "baseline", "overrides": {"data.crop": 300}}, "data.crop 300 is larger than data.resize"),
 ])
 def test_bad_parameters_fail_at_once_listing_valid_choices(kwargs, message):
     with pytest.raises((ValueError, TypeError)) as err:
@@ -75,7 +79,7 @@ def test_dotted_overrides():
 
 
 def test_profiles_are_data():
-    assert {"quick", "paper"} <= set(list_profiles())
+    assert {"scratch", "paper"} <= set(list_profiles())
     for name in list_profiles():
         prof = load_profile(name)
         assert {"data", "model", "train", "dataset", "seeds"} <= set(prof)

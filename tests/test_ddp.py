@@ -86,7 +86,8 @@ def _torchrun(tmp: Path, run_id: str, nproc: int = 2, **extra_env) -> subprocess
     (tmp / "writes").mkdir(exist_ok=True)
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone",
             f"--nproc-per-node={nproc}", str(launcher),
-            "--method", "baseline", "--run-id", run_id, "--threads", "1", "--no-progress"]
+            "--method", "baseline", "--profile", "scratch", "--run-id", run_id, "--threads", "1",
+            "--no-progress"]
     for k, v in OVERRIDES.items():
         args += ["--set", f"{k}={json.dumps(v)}"]
     return subprocess.run(args, env={**_env(tmp), **extra_env}, capture_output=True, text=True,
@@ -112,7 +113,7 @@ def runs(tmp_path_factory):
         from fgvc.run import run
 
         torch.set_num_threads(1)
-        single = run(method="baseline", overrides=OVERRIDES, run_id="single", progress=False)
+        single = run(method="baseline", profile="scratch", overrides=OVERRIDES, run_id="single", progress=False)
     finally:
         for k, v in old.items():
             if v is None:

@@ -25,8 +25,8 @@ LONGER = dict(TINY, **{"train.epochs": 4, "train.max_steps": 0})  # 4 epochs, 5 
 
 
 def test_same_seed_same_metrics(isolated_results):
-    a = run(method="baseline", overrides=TINY, run_id="a", progress=False)
-    b = run(method="baseline", overrides=TINY, run_id="b", progress=False)
+    a = run(method="baseline", profile="scratch", overrides=TINY, run_id="a", progress=False)
+    b = run(method="baseline", profile="scratch", overrides=TINY, run_id="b", progress=False)
     assert {k: a[k] for k in SAME} == {k: b[k] for k in SAME}
     ha = io.read_json(isolated_results / "results/runs/a/metrics.json")
     assert ha["test_top1"] == a["test_top1"]
@@ -35,14 +35,14 @@ def test_same_seed_same_metrics(isolated_results):
     assert config["machine"] == ha["machine"] == resolve_machine(config)
     assert config["machine"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert config_hash(config) == config["config_hash"] == ha["config_hash"]
-    c = run(method="baseline", seed=1, overrides=TINY, run_id="c", progress=False)
+    c = run(method="baseline", profile="scratch", seed=1, overrides=TINY, run_id="c", progress=False)
     assert (isolated_results / "results/runs/c/history.csv").read_text() != \
         (isolated_results / "results/runs/a/history.csv").read_text()
 
 
 def _start(run_id: str, env: dict) -> subprocess.Popen:
     code = ("import torch; torch.set_num_threads(1); from fgvc.run import run; "
-            f"run(method='baseline', overrides={LONGER!r}, run_id={run_id!r}, progress=False)")
+            f"run(method='baseline', profile='scratch', overrides={LONGER!r}, run_id={run_id!r}, progress=False)")
     return subprocess.Popen([sys.executable, "-c", code], env=env)
 
 
@@ -55,7 +55,7 @@ def test_killed_run_resumes_to_the_same_result(isolated_results):
     """SIGKILL a run three times at random points mid-epoch; it resumes each time and ends with
     the metrics and history of an uninterrupted run; no checkpoint is ever torn."""
     env = dict(os.environ)
-    whole = run(method="baseline", overrides=LONGER, run_id="whole", progress=False)
+    whole = run(method="baseline", profile="scratch", overrides=LONGER, run_id="whole", progress=False)
     hist = isolated_results / "results/runs/killed/history.csv"
     last = isolated_results / "ckpt/killed/last.pt"
     rng = random.Random(0)
@@ -74,7 +74,7 @@ def test_killed_run_resumes_to_the_same_result(isolated_results):
             torch.load(last, weights_only=True)  # never torn
     assert kills == 3
     assert not (isolated_results / "results/runs/killed/metrics.json").exists()
-    resumed = run(method="baseline", overrides=LONGER, run_id="killed", progress=False)
+    resumed = run(method="baseline", profile="scratch", overrides=LONGER, run_id="killed", progress=False)
     assert {k: resumed[k] for k in SAME} == {k: whole[k] for k in SAME}
     h_whole = (isolated_results / "results/runs/whole/history.csv").read_text().splitlines()
     h_kill = hist.read_text().splitlines()
@@ -87,10 +87,10 @@ def test_killed_run_resumes_to_the_same_result(isolated_results):
 
 
 def test_checkpoint_of_another_config_is_refused(isolated_results):
-    run(method="baseline", overrides=TINY, run_id="x", progress=False)
+    run(method="baseline", profile="scratch", overrides=TINY, run_id="x", progress=False)
     (isolated_results / "results/runs/x/metrics.json").unlink()
     with pytest.raises(CheckpointMismatch, match="not loaded"):
-        run(method="baseline", overrides={**TINY, "train.lr": 0.5}, run_id="x", progress=False)
+        run(method="baseline", profile="scratch", overrides={**TINY, "train.lr": 0.5}, run_id="x", progress=False)
 
 
 def test_non_finite_loss_names_the_step():
@@ -108,13 +108,13 @@ def test_non_finite_loss_names_the_step():
 
 
 def test_complete_run_is_not_run_again(isolated_results):
-    first = run(method="baseline", overrides=TINY, run_id="done", progress=False)
-    again = run(method="baseline", overrides=TINY, run_id="done", progress=False)
+    first = run(method="baseline", profile="scratch", overrides=TINY, run_id="done", progress=False)
+    again = run(method="baseline", profile="scratch", overrides=TINY, run_id="done", progress=False)
     assert again["finished_at"] == first["finished_at"]
 
 
 def test_train_cli_runs_a_resolved_config_as_given(isolated_results):
-    cfg = resolve("baseline", overrides=TINY, run_id="given")
+    cfg = resolve("baseline", profile="scratch", overrides=TINY, run_id="given")
     cfg["train"]["lr"] = 0.0123  # what no resolve of these settings gives
     cfg["config_hash"] = config_hash(cfg)
     assert train_main(["--config", json.dumps(cfg), "--no-progress"]) == 0

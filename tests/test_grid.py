@@ -19,14 +19,14 @@ TINY_ONE_EPOCH = {**TINY, "train.epochs": 1}
 
 
 def test_plan_lists_runs_and_skips_unknown_variants():
-    specs = plan("quick", methods=["baseline"], variants=["full", "no_such"], seeds=[0, 1])
+    specs = plan("scratch", methods=["baseline"], variants=["full", "no_such"], seeds=[0, 1])
     assert [(s.method, s.variant, s.seed) for s in specs] == [("baseline", "full", 0),
                                                               ("baseline", "full", 1)]
 
 
 def test_failure_is_recorded_others_go_on_and_rerun_redoes_only_failures(isolated_results):
     # 'cub' has no data in the test session: that run fails; the synthbirds run succeeds.
-    specs = plan("quick", methods=["baseline"], datasets=["cub", "synthbirds"], seeds=[0],
+    specs = plan("scratch", methods=["baseline"], datasets=["cub", "synthbirds"], seeds=[0],
                  overrides=TINY_ONE_EPOCH)
     out = _io.StringIO()
     result = run_grid(specs, workers=2, out=out)
@@ -47,15 +47,16 @@ def test_failure_is_recorded_others_go_on_and_rerun_redoes_only_failures(isolate
 
 
 def test_cli_exit_code_and_plan(isolated_results, capsys):
-    assert main(["--plan", "--methods", "baseline", "--seeds", "0,1"]) == 0
-    assert capsys.readouterr().out.split() == ["quick-synthbirds-baseline-full-s0",
-                                               "quick-synthbirds-baseline-full-s1"]
+    assert main(["--plan", "--profile", "scratch", "--methods", "baseline", "--seeds", "0,1"]) == 0
+    assert capsys.readouterr().out.split() == ["scratch-synthbirds-baseline-full-s0",
+                                               "scratch-synthbirds-baseline-full-s1"]
     sets = [f"--set={k}={json.dumps(v)}" for k, v in TINY_ONE_EPOCH.items()]
-    assert main(["--methods", "baseline", "--datasets", "cub", "--seeds", "0", *sets]) == 1
+    assert main(["--profile", "scratch", "--methods", "baseline", "--datasets", "cub", "--seeds", "0",
+                 *sets]) == 1
 
 
 def test_a_locked_run_is_left_to_the_grid_holding_it(isolated_results):
-    specs = plan("quick", methods=["baseline"], seeds=[0], overrides=TINY_ONE_EPOCH)
+    specs = plan("scratch", methods=["baseline"], seeds=[0], overrides=TINY_ONE_EPOCH)
     rid = specs[0].config()["run_id"]
     with run_lock(rid) as mine:
         assert mine
@@ -77,7 +78,7 @@ def given_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FGVC_RESULTS", str(tmp / "results"))
         mp.setenv("FGVC_CHECKPOINTS", str(tmp / "ckpt"))
-        cfg = resolve("baseline", overrides=TINY_ONE_EPOCH)
+        cfg = resolve("baseline", profile="scratch", overrides=TINY_ONE_EPOCH)
         cfg["train"]["lr"] = 0.0123
         cfg["run_id"] = "given"
         cfg["config_hash"] = config_hash(cfg)
@@ -115,3 +116,20 @@ def test_run_record_is_small_portable_and_its_log_clean(given_run):
     full = (tmp / "ckpt/given/papermill.log").read_text()
     assert "ERROR" not in full and "WARNING" not in full and "Unable to parse" not in full, full
     assert (tmp / "ckpt/given/10_train.ipynb").is_file()
+
+
+def test_named_grids_of_a_profile():
+    """`grid:` as a list is the grid "study"; as a mapping, each name is a grid (--grid)."""
+    from fgvc.grid import grid_blocks
+
+    assert grid_blocks({"grid": [{"seeds": [0]}]}) == [{"seeds": [0]}]
+    assert grid_blocks({}) == [{}]
+    named = {"grid": {"study": [{"seeds": [0]}], "ablations": [{"variants": "all"}]}}
+    assert grid_blocks(named, "ablations") == [{"variants": "all"}]
+    with pytest.raises(ValueError, match="valid: \\['ablations', 'study'\\]"):
+        grid_blocks(named, "nope")
+    study = {(s.method, s.variant) for s in plan("transfer")}
+    assert {("ma_ea", "pool_ma"), ("lafe", "no_fusion"), ("pcanet", "ae_center"),
+            ("focus", "image_only"), ("baseline", "full")} <= study
+    assert len(plan("transfer")) == 3 * len(study)  # every comparison with 3 seeds
+    assert len(plan("transfer", grid="seeds5")) == 5 * len(study)

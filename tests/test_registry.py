@@ -91,7 +91,7 @@ def test_a_dropped_in_method_file_is_everywhere(tmp_path):
         from fgvc.results import accuracy_table
 
         assert "toy" in list_methods() and "baseline" in list_methods(), list_methods()
-        cfg = resolve("toy", "full", profile="quick", seed=1, overrides={{"model.scale": 2.0}})
+        cfg = resolve("toy", "full", profile="scratch", seed=1, overrides={{"model.scale": 2.0}})
         assert (cfg["method"], cfg["model"]["scale"], cfg["model"]["backbone"]) == ("toy", 2.0, "resnet18")
         try:
             resolve("toy", overrides={{"model.nope": 1}})
@@ -100,18 +100,18 @@ def test_a_dropped_in_method_file_is_everywhere(tmp_path):
         else:
             raise AssertionError("an unknown toy setting was accepted")
 
-        specs = plan("quick", methods=["toy"])
+        specs = plan("scratch", methods=["toy"])
         assert {{(s.method, s.variant) for s in specs}} == {{("toy", "full")}} and len(specs) == 3, specs
-        assert any(s.method == "toy" for s in plan("quick"))  # the default study has it too
+        assert any(s.method == "toy" for s in plan("scratch"))  # the default study has it too
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
-            assert main(["--profile", "quick", "--methods", "toy", "--seeds", "0", "--plan"]) == 0
+            assert main(["--profile", "scratch", "--methods", "toy", "--seeds", "0", "--plan"]) == 0
         assert buf.getvalue().split() == [specs[0].config()["run_id"]], buf.getvalue()
 
         model = create_method("toy", 3, backbone="resnet18", input_size=32, scale=0.5)
         assert model(torch.randn(2, 3, 32, 32))["logits"].shape == (2, 3)
 
-        runs = pd.DataFrame({{"profile": "quick", "dataset": "synthbirds", "method": ["toy", "baseline"],
+        runs = pd.DataFrame({{"profile": "scratch", "dataset": "synthbirds", "method": ["toy", "baseline"],
                              "variant": "full", "test_top1": [50.0, 60.0]}})
         assert list(accuracy_table(runs).index) == ["baseline", "toy"]
         print("OK")

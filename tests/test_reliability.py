@@ -49,7 +49,7 @@ def test_sigkill_during_checkpoint_writes_never_tears_the_file(tmp_path):
 
 
 def test_only_best_and_last_checkpoints_are_kept(isolated_results):
-    run(method="baseline", overrides=TINY, run_id="prune", progress=False)
+    run(method="baseline", profile="scratch", overrides=TINY, run_id="prune", progress=False)
     assert sorted(p.name for p in (isolated_results / "ckpt/prune").iterdir()) == ["best.pt", "last.pt"]
     assert not list((isolated_results / "results").rglob("*.pt")), "no checkpoint in results/"
 

@@ -38,7 +38,7 @@ def _hooks():
 
 def test_settings_merge_and_validation(monkeypatch):
     monkeypatch.setenv("FGVC_SLURM", json.dumps({"partition": "gpu", "array_parallelism": 4}))
-    s = slurm.slurm_settings("quick", {"time_min": 30})
+    s = slurm.slurm_settings("scratch", {"time_min": 30})
     assert (s["partition"], s["array_parallelism"], s["time_min"]) == ("gpu", 4, 30)
     assert s["launcher"] == "notebook" and s["wait"] is True
     with pytest.raises(ValueError, match="unknown Slurm setting.*'array_parallelism'"):
@@ -54,7 +54,7 @@ def test_executor_parameters(env):
 
 
 def test_train_command():
-    cfg = plan("quick", methods=["baseline"], seeds=[3], overrides={"train.epochs": 1})[0].config()
+    cfg = plan("scratch", methods=["baseline"], seeds=[3], overrides={"train.epochs": 1})[0].config()
     cmd = slurm.train_command(cfg)
     assert cmd[:3] == [sys.executable, "-m", "fgvc.train"]
     assert ["--seed", "3"] == cmd[cmd.index("--seed"):cmd.index("--seed") + 2]
@@ -67,7 +67,7 @@ def test_debug_executor_runs_grid_records_failures_and_skips_on_rerun(env, monke
     monkeypatch.setattr("fgvc.grid.execute", _in_process_execute)
     monkeypatch.setenv("FGVC_SLURM", json.dumps({"cluster": "debug", "gpus_per_node": 0}))
     # 'cub' has no data here: that job fails; the synthbirds job runs.
-    specs = plan("quick", methods=["baseline"], datasets=["synthbirds", "cub"], seeds=[0],
+    specs = plan("scratch", methods=["baseline"], datasets=["synthbirds", "cub"], seeds=[0],
                  overrides=TINY)
     out = _io.StringIO()
     result = run_grid(specs, backend="slurm", out=out)
@@ -85,7 +85,7 @@ def test_debug_executor_runs_grid_records_failures_and_skips_on_rerun(env, monke
 
 def test_no_wait_submits_and_returns(env, monkeypatch):
     monkeypatch.setattr("fgvc.grid.execute", _in_process_execute)
-    specs = plan("quick", methods=["baseline"], seeds=[0], overrides=TINY)
+    specs = plan("scratch", methods=["baseline"], seeds=[0], overrides=TINY)
     out = _io.StringIO()
     result = slurm.submit_grid([s.config() for s in specs], {"done": [], "skipped": [], "failed": {},
                                                              "locked": []}, out=out,
@@ -98,7 +98,7 @@ def test_no_wait_submits_and_returns(env, monkeypatch):
 
 @pytest.mark.slow
 def test_local_executor_runs_fgvc_train_in_a_subprocess(env):
-    specs = plan("quick", methods=["baseline"], seeds=[0], overrides=TINY)
+    specs = plan("scratch", methods=["baseline"], seeds=[0], overrides=TINY)
     out = _io.StringIO()
     result = slurm.submit_grid([s.config() for s in specs], {"done": [], "skipped": [], "failed": {},
                                                              "locked": []}, out=out,
@@ -123,6 +123,6 @@ def test_slurm_backend_imports_nothing_of_the_grid():
 
 
 def test_notebook_launcher_without_execute_is_an_error(env):
-    cfg = plan("quick", methods=["baseline"], seeds=[0], overrides=TINY)[0].config()
+    cfg = plan("scratch", methods=["baseline"], seeds=[0], overrides=TINY)[0].config()
     with pytest.raises(ValueError, match="needs the grid's execute"):
         slurm.run_job(cfg, "notebook", run_lock=grid.run_lock)

@@ -1,12 +1,12 @@
 """The performance benchmark: one run on this machine, written to results/bench.md (+ .json).
 
-    python -m fgvc.bench [--out results/bench.md] [--sections engine,paper,quick,data] ...  (make bench)
+    python -m fgvc.bench [--out results/bench.md] [--sections engine,paper,scratch,data] ...  (make bench)
 
 Its own figures (parameters, MACs and latency per method are the complexity table's):
 - GEMM rate: torch.mm FLOP/s (fp32; fgvc.cost.gemm_rate takes a dtype), the peak for MFU.
 - engine: baseline training images/s through fgvc.engine.train_one_epoch vs a bare PyTorch loop
   on the same model and in-memory batches. Goal: overhead <= 5%.
-- paper, quick: training throughput per method (ResNet-50 at 448, a small batch; the quick
+- paper, scratch: training throughput per method (ResNet-50 at 448, a small batch; the scratch
   profile's backbone, crop and batch): images/s, FLOPs of a step (forward + loss + backward),
   FLOP/s and MFU. Goal: every method >= 80% of the baseline's FLOP/s.
 - data: images/s of one loader worker (one torch thread) with the paper's 550 -> 448 train
@@ -121,7 +121,7 @@ def throughput(methods: list[str], profile: str, batch: int, crop: int, peak: fl
                            worst["FLOP/s / baseline"] >= GOAL_FLOPS_FRACTION)] if worst else []}
 
 
-def engine_overhead(profile: str = "quick", batch: int = 32, crop: int = 64, steps: int = 8,
+def engine_overhead(profile: str = "scratch", batch: int = 32, crop: int = 64, steps: int = 8,
                     min_run_time: float = 1.0, num_classes: int = 24) -> dict:
     """Baseline training images/s through fgvc.engine.train_one_epoch vs a bare loop (same
     model, in-memory batches and optimizer)."""
@@ -200,10 +200,10 @@ def _methods(a, ctx, profile: str) -> dict:
 
 
 SECTIONS: dict[str, Callable[[argparse.Namespace, dict], dict]] = {
-    "engine": lambda a, ctx: engine_overhead("quick", ctx["q_batch"], ctx["q_crop"], a.engine_steps,
+    "engine": lambda a, ctx: engine_overhead("scratch", ctx["q_batch"], ctx["q_crop"], a.engine_steps,
                                              a.min_run_time),
     "paper": lambda a, ctx: _methods(a, ctx, "paper"),
-    "quick": lambda a, ctx: _methods(a, ctx, "quick"),
+    "scratch": lambda a, ctx: _methods(a, ctx, "scratch"),
     "data": lambda a, ctx: data_path(a.data_images, 550, 448, a.min_run_time),
 }
 
@@ -240,7 +240,7 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
     start = time.time()  # wall-clock bookkeeping of the whole run, not a code timing
     if a.threads:
         torch.set_num_threads(a.threads)
-    quick = load_profile("quick")
+    scratch = load_profile("scratch")
     methods = a.methods.split(",") if a.methods else list_methods()
     methods = ["baseline"] * ("baseline" in methods) + [m for m in methods if m != "baseline"]
     res: dict = {"machine": machine_info(), "command": a.command or "python -m fgvc.bench",
@@ -248,7 +248,7 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
                  "gemm_rate": cost.gemm_rate(a.gemm_n, torch.float32, min_run_time=a.min_run_time)}
     log(f"GEMM rate {res['gemm_rate'] / 1e9:.1f} GFLOP/s")
     ctx = {"peak": res["gemm_rate"], "methods": methods, "log": log,
-           "q_batch": a.quick_batch or quick["train"]["batch_size"], "q_crop": a.quick_crop or quick["data"]["crop"]}
+           "q_batch": a.scratch_batch or scratch["train"]["batch_size"], "q_crop": a.scratch_crop or scratch["data"]["crop"]}
     for name in a.sections.split(",") if a.sections else SECTIONS:
         log(f"{name}...")
         res["sections"][name] = SECTIONS[name](a, ctx)
@@ -265,8 +265,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sections", default=None, help=f"comma-separated subset of {','.join(SECTIONS)}")
     p.add_argument("--paper-batch", type=int, default=2, help="batch at the paper size (even)")
     p.add_argument("--paper-crop", type=int, default=448)
-    p.add_argument("--quick-batch", type=int, default=None, help="default: the quick profile's batch")
-    p.add_argument("--quick-crop", type=int, default=None, help="default: the quick profile's crop")
+    p.add_argument("--scratch-batch", type=int, default=None, help="default: the scratch profile's batch")
+    p.add_argument("--scratch-crop", type=int, default=None, help="default: the scratch profile's crop")
     p.add_argument("--engine-steps", type=int, default=8, help="in-memory batches per timed epoch")
     p.add_argument("--data-images", type=int, default=48)
     p.add_argument("--gemm-n", type=int, default=2048)

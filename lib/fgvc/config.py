@@ -87,7 +87,7 @@ def dotted_to_nested(overrides: dict) -> dict:
 
 
 def resolve(method: str, variant: str = "full", dataset: str | None = None,
-            profile: str = "quick", seed: int = 0, data_root: str | None = None,
+            profile: str = "transfer", seed: int = 0, data_root: str | None = None,
             overrides: dict | None = None, run_id: str | None = None) -> dict:
     """The full configuration of one run, validated."""
     from .data import DATASETS

@@ -1,6 +1,6 @@
 """Run a grid of (method, variant, dataset, seed) through papermill: the study.
 
-    python -m fgvc.grid --profile quick [--methods baseline,lafe] [--seeds 0,1] [--workers 2]
+    python -m fgvc.grid --profile transfer [--methods baseline,lafe] [--seeds 0,1] [--workers 2]
 
 Each run is one papermill execution of notebooks/10_train.ipynb, given the run's resolved
 configuration; its records (config.json, metrics.json, history.csv, a short log.txt) go to
@@ -56,12 +56,24 @@ def _pick(value, every: list) -> list:
     return list(value)
 
 
+def grid_blocks(prof: dict, grid: str = "study") -> list[dict]:
+    """The blocks of a profile's named grid. `grid:` in a profile is either a list of blocks
+    (the grid "study") or a mapping of grid names to lists; no `grid:` = one empty block
+    (every method x variant x the profile's dataset x its seeds)."""
+    grids = prof.get("grid") or [{}]
+    if isinstance(grids, list):
+        grids = {"study": grids}
+    if grid not in grids:
+        raise ValueError(f"unknown grid {grid!r} of this profile; valid: {sorted(grids)}")
+    return grids[grid]
+
+
 def plan(profile: str, methods=None, variants=None, datasets=None, seeds=None,
-         overrides: dict | None = None) -> list[RunSpec]:
-    """The runs of the grid. Without arguments: the profile's `grid` blocks (or every method
-    x variant x the profile's dataset x its seeds); arguments narrow or replace them."""
+         overrides: dict | None = None, grid: str = "study") -> list[RunSpec]:
+    """The runs of a grid. Without arguments: the blocks of the profile's grid `grid` (see
+    `grid_blocks`); arguments narrow or replace them."""
     prof = load_profile(profile)
-    blocks = prof.get("grid") or [{}]
+    blocks = grid_blocks(prof, grid)
     over = tuple(sorted((overrides or {}).items()))
     out: list[RunSpec] = []
     for block in blocks:
@@ -275,9 +287,11 @@ def _list(arg: str | None, kind=str):
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fgvc.grid", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", default="quick")
+    p.add_argument("--profile", default="transfer")
     p.add_argument("--methods"), p.add_argument("--variants"), p.add_argument("--datasets")
     p.add_argument("--seeds")
+    p.add_argument("--grid", default="study",
+                   help="which of the profile's named grids (default: study)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                    help="override, e.g. --set train.epochs=2 (value parsed as JSON)")
     p.add_argument("--workers", type=int, default=None,
@@ -294,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         except json.JSONDecodeError:
             overrides[key] = val
     specs = plan(a.profile, _list(a.methods), _list(a.variants), _list(a.datasets),
-                 _list(a.seeds, int), overrides)
+                 _list(a.seeds, int), overrides, grid=a.grid)
     if a.plan:
         for s in specs:
             print(s.config()["run_id"])

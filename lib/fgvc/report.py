@@ -1,6 +1,6 @@
 """Rebuild every table and figure of the study from the run records:
 
-    python -m fgvc.report [--profile quick]
+    python -m fgvc.report [--profile transfer]
 
 Executes the report notebooks with papermill (their executed copies go to results/reports/).
 """
@@ -18,7 +18,7 @@ REPORTS = ["30_report.ipynb", "20_gradcam.ipynb", "40_complexity.ipynb"]
 STUDY_PARAMS = {"20_gradcam.ipynb": {"n_images": 64, "road_images": 16}}
 
 
-def build(profile: str = "quick", notebooks: list[str] | None = None) -> None:
+def build(profile: str = "transfer", notebooks: list[str] | None = None) -> None:
     out = results_dir() / "reports"
     out.mkdir(parents=True, exist_ok=True)
     for name in notebooks or REPORTS:
@@ -34,7 +34,7 @@ def build(profile: str = "quick", notebooks: list[str] | None = None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fgvc.report", description=__doc__)
-    p.add_argument("--profile", default="quick")
+    p.add_argument("--profile", default="transfer")
     p.add_argument("--only", help="comma-separated notebook names")
     a = p.parse_args(argv)
     build(a.profile, a.only.split(",") if a.only else None)

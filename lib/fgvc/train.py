@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                         "config.json), used as given instead of the settings below")
     p.add_argument("--variant", default="full")
     p.add_argument("--dataset", default=None, help="default: the profile's dataset")
-    p.add_argument("--profile", default="quick")
+    p.add_argument("--profile", default="transfer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", default=None)
     p.add_argument("--run-id", default=None)

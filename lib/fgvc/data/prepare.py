@@ -12,7 +12,7 @@ original files (the transforms' own Resize is then an identity, and no random dr
 changes). The cache is therefore a pure speed option, like the number of loader workers: it
 is picked up automatically when present and valid, and it does not enter the run's
 config hash. Price: S*S*3 bytes per image on disk (CUB at 550: 0.91 MB x 11,788 = 10.7 GB;
-quick profile at 72: 15.6 kB per image); JPEG q95 would be 10x smaller but lossy and still
+scratch profile at 72: 15.6 kB per image); JPEG q95 would be 10x smaller but lossy and still
 needs a decode, PNG lossless but slower to decode than the originals.
 
 Validity: ``index.json`` records every source path with its size and mtime, the resize and

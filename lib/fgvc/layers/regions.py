@@ -85,7 +85,7 @@ def nms_topk(boxes: torch.Tensor, scores: torch.Tensor, k: int,
     Batched over images like torchvision's `batched_nms` (its "coordinate trick": each image's
     boxes are offset so boxes of different images never overlap, then one `nms`), called
     directly because `batched_nms` falls back to a Python loop over images on CPU above 1000
-    boxes (32 images x 196 windows at the quick profile).
+    boxes (32 images x 196 windows at the scratch profile).
     """
     B, N = scores.shape
     boxes = boxes.expand(B, N, 4)
