@@ -98,14 +98,10 @@ def make_executor(s: dict):
 
 
 def train_command(cfg: dict, nproc: int = 1) -> list[str]:
-    """The `python -m fgvc.train` (or torchrun) command line of a resolved config."""
-    args = ["-m", "fgvc.train", "--method", cfg["method"], "--variant", cfg["variant"],
-            "--dataset", cfg["dataset"], "--profile", cfg["profile"], "--seed", str(cfg["seed"]),
-            "--run-id", cfg["run_id"], "--no-progress"]
-    if cfg.get("data_root"):
-        args += ["--data-root", str(cfg["data_root"])]
-    for key, value in (cfg.get("overrides") or {}).items():
-        args += ["--set", f"{key}={json.dumps(value)}"]
+    """The `python -m fgvc.train` (or torchrun) command line of a resolved config: the config
+    itself is passed (--config JSON), so the job runs exactly what the grid planned; only the
+    machine-dependent choices are resolved on the node (fgvc.run.resolve_machine)."""
+    args = ["-m", "fgvc.train", "--config", json.dumps(cfg), "--no-progress"]
     if nproc > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 f"--nproc-per-node={nproc}", *args[1:]]
