@@ -16,7 +16,6 @@ import argparse
 import fcntl
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from typing import Iterator
 from . import io
 from .config import list_variants, load_profile, resolve
 from .methods import list_methods
-from .paths import NOTEBOOKS, ROOT, checkpoints_dir, data_dir, results_dir
+from .paths import NOTEBOOKS, ROOT, checkpoints_dir, portable, results_dir
 from .run import is_complete
 
 TRAIN_NOTEBOOK = NOTEBOOKS / "10_train.ipynb"
@@ -133,8 +132,8 @@ def execute(cfg: dict, threads: int | None = None, log=None) -> None:
     cmd = [sys.executable, "-m", "fgvc.notebook", str(TRAIN_NOTEBOOK), str(executed),
            "--parameters", json.dumps(params), "--cwd", str(ROOT), "--kernel", "python3"]
     lines = [f"{_now()} start {rid} (config {cfg['config_hash']}): "
-             f"{_portable(str(TRAIN_NOTEBOOK))} through papermill {version('papermill')}",
-             f"executed notebook and papermill's output: {_portable(str(executed))}, "
+             f"{portable(str(TRAIN_NOTEBOOK))} through papermill {version('papermill')}",
+             f"executed notebook and papermill's output: {portable(str(executed))}, "
              f"{full_log.name}"]
     io.write_text(run_dir / "log.txt", "\n".join(lines) + "\n")
     t0 = time.time()
@@ -144,7 +143,7 @@ def execute(cfg: dict, threads: int | None = None, log=None) -> None:
     error = _error_of(work) if proc.returncode else None
     if not error and not (run_dir / "metrics.json").is_file():
         error = "the notebook ended without writing metrics.json"
-    reported = [_portable(line.strip())[:300] for line in
+    reported = [portable(line.strip())[:300] for line in
                 full_log.read_text(errors="replace").splitlines()
                 if line.strip() and not line.startswith(_PAPERMILL_BANNER)]
     reported = [line for line in reported if not (error and line in error)]  # said once, below
@@ -171,28 +170,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _portable(text: str) -> str:
-    """`text` with this machine's paths replaced: the results, checkpoints and data folders by
-    their path in the repository or by $FGVC_RESULTS / $FGVC_CHECKPOINTS / $FGVC_DATA, the
-    repository by a relative path, the home folder by ~."""
-    places = []
-    for var, folder in (("FGVC_RESULTS", results_dir()), ("FGVC_CHECKPOINTS", checkpoints_dir()),
-                        ("FGVC_DATA", data_dir())):
-        for path in {str(folder), str(folder.resolve())}:
-            try:
-                label = str(Path(path).resolve().relative_to(ROOT.resolve()))
-            except ValueError:
-                label = f"${var}"
-            places.append((path, label))
-    places += [(str(ROOT), "."), (str(ROOT.resolve()), "."), (str(Path.home()), "~")]
-    for path, label in sorted(places, key=lambda p: -len(p[0])):
-        if len(path) > 1:  # a whole path only: followed by "/" or by no further name character
-            text = re.sub(re.escape(path) + r"(/|(?![\w.-]))",
-                          lambda m, label=label: "" if label == "." and m[1] else label + m[1],
-                          text)
-    return text
-
-
 def _error_of(work: Path) -> str:
     """The exception a failed run raised: from its executed notebook, else papermill's log
     (both in `work`, the run's checkpoint folder), with portable paths."""
@@ -205,11 +182,11 @@ def _error_of(work: Path) -> str:
         for cell in cells:
             for out in cell.get("outputs", []):
                 if out.get("output_type") == "error":
-                    return _portable(f"{out['ename']}: {out['evalue']}")[:1000]
+                    return portable(f"{out['ename']}: {out['evalue']}")[:1000]
     path = work / "papermill.log"
     lines = path.read_text(errors="replace").splitlines() if path.is_file() else []
     errs = [line for line in lines if "Error" in line or "Exception" in line]
-    return _portable((errs[-1] if errs else (lines[-1] if lines else "failed")).strip())[:1000]
+    return portable((errs[-1] if errs else (lines[-1] if lines else "failed")).strip())[:1000]
 
 
 def run_grid(specs: list[RunSpec], workers: int = 1, backend: str = "local",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,3 +29,25 @@ def resolve(path: str | os.PathLike) -> Path:
     """A relative path is taken from the repository root."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else ROOT / p
+
+
+def portable(text: str) -> str:
+    """`text` with this machine's paths replaced: the results, checkpoints and data folders by
+    their path in the repository or by $FGVC_RESULTS / $FGVC_CHECKPOINTS / $FGVC_DATA, the
+    repository by a relative path, the home folder by ~."""
+    places = []
+    for var, folder in (("FGVC_RESULTS", results_dir()), ("FGVC_CHECKPOINTS", checkpoints_dir()),
+                        ("FGVC_DATA", data_dir())):
+        for path in {str(folder), str(folder.resolve())}:
+            try:
+                label = str(Path(path).resolve().relative_to(ROOT.resolve()))
+            except ValueError:
+                label = f"${var}"
+            places.append((path, label))
+    places += [(str(ROOT), "."), (str(ROOT.resolve()), "."), (str(Path.home()), "~")]
+    for path, label in sorted(places, key=lambda p: -len(p[0])):
+        if len(path) > 1:  # a whole path only: followed by "/" or by no further name character
+            text = re.sub(re.escape(path) + r"(/|(?![\w.-]))",
+                          lambda m, label=label: "" if label == "." and m[1] else label + m[1],
+                          text)
+    return text
