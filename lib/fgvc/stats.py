@@ -1,0 +1,63 @@
+"""Confidence intervals over seeds: the mean of one arm, and the paired difference of two.
+
+Both use the t distribution over seeds (scipy.stats.t): with n seeds the 95 % interval is
+mean +- t_{0.975, n-1} * s / sqrt(n) (t = 4.30 for n = 3, 2.78 for n = 5). A paired
+comparison (a method and the baseline, or an ablation row and `full`, run with the same
+seeds) takes the per-seed differences, so the seed-to-seed variation that both arms share
+cancels. With one seed there is no interval (NaN bounds).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Mapping, Sequence
+
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class Interval:
+    mean: float
+    std: float        # sample standard deviation (ddof = 1); NaN for n = 1
+    n: int
+    half_width: float  # t_{1-alpha/2, n-1} * std / sqrt(n); NaN for n = 1
+    lo: float
+    hi: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def verdict(self) -> str:
+        """'supported' (interval above 0), 'contradicted' (below 0), 'not distinguishable'
+        (holds 0), 'not tested' (fewer than 2 values)."""
+        if self.n < 2 or math.isnan(self.lo):
+            return "not tested"
+        if self.lo > 0:
+            return "supported"
+        if self.hi < 0:
+            return "contradicted"
+        return "not distinguishable"
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
+    """Mean and t interval of `values` (one value per seed)."""
+    xs = [float(v) for v in values]
+    n = len(xs)
+    if n == 0:
+        raise ValueError("t_interval needs at least one value")
+    mean = sum(xs) / n
+    if n == 1:
+        nan = float("nan")
+        return Interval(mean, nan, 1, nan, nan, nan)
+    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    return Interval(mean, std, n, half, mean - half, mean + half)
+
+
+def paired_difference(a: Mapping[int, float], b: Mapping[int, float],
+                      confidence: float = 0.95) -> Interval:
+    """The t interval of a[seed] - b[seed] over the seeds both arms have."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        raise ValueError(f"no common seeds: {sorted(a)} vs {sorted(b)}")
+    return t_interval([a[s] - b[s] for s in seeds], confidence)
