@@ -216,3 +216,16 @@ def test_eval_flops_equal_the_baseline():
     base_fc = 2 * 2 * c * k
     bap = _eval_flops(_model(pooling="bap", num_attention=m), x)
     assert bap == base - base_fc + 2 * 2 * m * c * hw + 2 * 2 * m * c * k
+
+
+def test_training_batch_whose_pairs_differ_in_label_names_the_sampler():
+    from fgvc.methods.pcanet import check_pairs
+
+    check_pairs(torch.tensor([3, 1, 3, 1]))  # halves share labels: fine
+    with pytest.raises(ValueError, match="PairedBatchSampler with mode='halves'"):
+        check_pairs(torch.tensor([3, 1, 1, 3]))
+    with pytest.raises(ValueError, match="share a label"):
+        check_pairs(torch.tensor([3, 1, 3]))
+    model = create_method("pcanet", 4, backbone="resnet18", input_size=64).train()
+    with pytest.raises(ValueError, match="PairedBatchSampler"):
+        model(torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 3]))

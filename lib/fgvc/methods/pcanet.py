@@ -76,6 +76,16 @@ class PCANetConfig(MethodConfig):
     num_attention: int = 32         # attention maps for pooling="bap"
 
 
+def check_pairs(target: torch.Tensor) -> None:
+    """Co-attention pairs image i with image i + B/2: they must share a label (one host sync)."""
+    half = target.shape[0] // 2
+    if target.shape[0] % 2 or not torch.equal(target[:half], target[half:]):
+        raise ValueError(
+            "pcanet: image i and image i + B/2 of a training batch must share a label (the "
+            "paired sampler fgvc.data.samplers.PairedBatchSampler with mode='halves' builds such "
+            f"batches); got labels {target.tolist()}")
+
+
 def attention_map(fmap: torch.Tensor, mode: str = "max_channel") -> torch.Tensor:
     """(B, c, h, w) -> (B, h, w): the channel with the largest GAP value, or the max over channels."""
     if mode == "max_over_channels":
@@ -104,7 +114,9 @@ class CenterLoss(nn.Module):
         self.register_buffer("centers", torch.zeros(num_classes, dim))
 
     def forward(self, feat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (feat - self.centers[target]).pow(2).sum(1).mean()
+        """float32 even under autocast (the centres are a float32 buffer)."""
+        with torch.autocast(device_type=feat.device.type, enabled=False):
+            return 0.5 * (feat.float() - self.centers[target].float()).pow(2).sum(1).mean()
 
     @torch.no_grad()
     def update(self, feat: torch.Tensor, target: torch.Tensor) -> None:
@@ -152,6 +164,8 @@ class PCANet(Method):
         out = {"logits": self._classify(feat), "features": feat}
         if not self.training:
             return out
+        if target is not None:
+            check_pairs(target)
         # The maps co-attention acts on: all channels (gap) or the M attention maps (bap).
         maps = fmap if cfg.pooling == "gap" else fmap[:, :cfg.num_attention]  # (B, c', h, w)
         if cfg.use_ca:
