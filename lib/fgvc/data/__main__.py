@@ -18,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..cli import one_line
 from . import DATASETS, default_root, synthbirds_root
 from .base import DatasetNotFound
 from .download import ChecksumMismatch, check, download
@@ -74,9 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"SynthBirds (seed {args.seed}) ready at {synthbirds.ensure(root, seed=args.seed)}")
         return 0
     except (DatasetNotFound, ChecksumMismatch, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ..cli import run as run_cli
+
+    sys.exit(run_cli(main))
