@@ -40,9 +40,11 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_one_line_keeps_the_first_and_last_lines():
-    err = CorruptImagesError([("a.jpg", "truncated"), ("b.jpg", "empty"), ("c.jpg", "empty")],
-                             hint="set data.skip_bad_images: true to skip them")
+    bad = [(f"{i}.jpg", "truncated") for i in range(10)]
+    err = CorruptImagesError(bad, hint="set data.skip_bad_images: true to skip them")
     line = one_line(err)
-    assert "\n" not in line and line.startswith("3 unreadable image(s): a.jpg: truncated")
-    assert line.endswith("set data.skip_bad_images: true to skip them") and "(2 more)" in line
+    assert "\n" not in line and line.startswith("10 unreadable image(s): 0.jpg: truncated")
+    assert line.endswith("set data.skip_bad_images: true to skip them") and "(9 more)" in line
+    short = one_line(CorruptImagesError(bad[:2], hint="fix"))
+    assert short == "2 unreadable image(s): 0.jpg: truncated 1.jpg: truncated fix"
     assert one_line(ValueError("plain")) == "plain"

@@ -17,13 +17,13 @@ from .data.base import CorruptImagesError
 USER_ERRORS = (ValueError, TypeError, OSError, CorruptImagesError)
 
 
-def one_line(error: BaseException) -> str:
-    """The error's message on one line: a multi-line message keeps its first and last lines
-    (e.g. "3 unreadable image(s): ... set data.skip_bad_images: true ...")."""
+def one_line(error: BaseException, keep: int = 8) -> str:
+    """The error's message on one line. A message of more than `keep` lines (a long list of
+    unreadable images, say) keeps its first two lines, the count of the others and its last
+    line, which says what to do."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
-    if len(lines) > 2:
-        return f"{lines[0]} {lines[1]} ... ({len(lines) - 3} more) {lines[-1]}" if len(lines) > 3 \
-            else f"{lines[0]} {lines[1]} {lines[2]}"
+    if len(lines) > keep:
+        lines = [*lines[:2], f"... ({len(lines) - 3} more)", lines[-1]]
     return " ".join(lines)
 
 
