@@ -76,3 +76,22 @@ def test_road_faithfulness_runs():
     res = compute_cams(model, x)
     scores = road_scores(model, x, res.cams, res.targets, percentiles=(50,))
     assert scores.shape == (2,) and np.isfinite(scores).all()
+
+
+def test_checkpoint_of_a_compiled_model_loads_for_grad_cam(isolated_results):
+    """best.pt whose keys carry torch.compile's `_orig_mod.` prefix (written before saving
+    stripped it) loads into the plain method (fgvc.engine.load_model_state)."""
+    from tiny import TINY
+
+    from fgvc.cam import load_run_model
+    from fgvc.run import run
+
+    run(method="baseline", profile="scratch", overrides=TINY, run_id="cc", progress=False)
+    path = isolated_results / "ckpt/cc/best.pt"
+    ckpt = torch.load(path, weights_only=True)
+    plain = ckpt["model"]
+    torch.save({**ckpt, "model": {f"_orig_mod.{k}": v for k, v in plain.items()}}, path)
+    _, model = load_run_model(isolated_results / "results/runs/cc")
+    assert all(torch.equal(v, plain[k]) for k, v in model.state_dict().items())
+    res = compute_cams(model, torch.randn(2, 3, 64, 64), "gradcam")
+    assert res.cams.shape == (2, 64, 64)

@@ -122,3 +122,101 @@ def test_train_cli_runs_a_resolved_config_as_given(isolated_results):
     record.pop("machine")
     assert record == cfg
     assert train_main(["--config", '{"method": "baseline"}']) == 1  # not a resolved config
+
+
+# ------------------------------------------------------------------ resolved precision and layout
+def test_machine_choices_are_resolved_and_recorded(isolated_results):
+    run(method="baseline", profile="scratch", overrides=TINY, run_id="m", progress=False)
+    machine = io.read_json(isolated_results / "results/runs/m/metrics.json")["machine"]
+    assert machine["amp"] in ("fp32", "fp16", "bf16") and isinstance(machine["channels_last"], bool)
+    assert machine["torch_threads"] == torch.get_num_threads() and machine["cpu_capability"]
+    assert machine["cpu_kind"].startswith(machine["cpu_capability"])
+    ckpt = torch.load(isolated_results / "ckpt/m/last.pt", weights_only=True)
+    assert ckpt["choices"] == {"amp": machine["amp"], "channels_last": machine["channels_last"],
+                               "threads": machine["torch_threads"]}
+
+
+def test_bf16_channels_last_run_keeps_float32_weights_and_state(isolated_results):
+    over = {**TINY, "train.amp": "bf16", "train.channels_last": True}
+    m = run(method="pcanet", profile="scratch", overrides=over, run_id="bf", progress=False)
+    assert (m["machine"]["amp"], m["machine"]["channels_last"]) == ("bf16", True)
+    ckpt = torch.load(isolated_results / "ckpt/bf/last.pt", weights_only=True)
+    floats = [v for v in ckpt["model"].values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float32 for v in floats)
+    momenta = [s["momentum_buffer"] for s in ckpt["optimizer"]["state"].values()]
+    assert momenta and all(b.dtype == torch.float32 for b in momenta)
+    assert ckpt["scaler"] is None  # a GradScaler only with fp16
+    assert 0 <= m["test_top1"] <= 100
+
+
+def _fake_resolve(amp: str, channels_last: bool):
+    def resolve(*a, **k):
+        return {"amp": amp, "channels_last": channels_last, "native_bf16": True,
+                "cpu_kind": "TEST", "fastpath": "test"}
+    return resolve
+
+
+def test_resume_under_other_dtype_or_layout_is_refused(isolated_results, monkeypatch):
+    import fgvc.run
+
+    monkeypatch.setattr(fgvc.run.fastpath, "resolve", _fake_resolve("fp32", False))
+    run(method="baseline", profile="scratch", overrides=TINY, run_id="r", progress=False)
+    (isolated_results / "results/runs/r/metrics.json").unlink()
+    for amp, layout, named in (("bf16", False, "amp 'fp32' there, 'bf16' here"),
+                               ("fp32", True, "channels_last False there, True here")):
+        monkeypatch.setattr(fgvc.run.fastpath, "resolve", _fake_resolve(amp, layout))
+        with pytest.raises(CheckpointMismatch, match=named):
+            run(method="baseline", profile="scratch", overrides=TINY, run_id="r", progress=False)
+    # another thread count resumes (recorded, not compared: see engine.RESUME_CHOICES)
+    monkeypatch.setattr(fgvc.run.fastpath, "resolve", _fake_resolve("fp32", False))
+    torch.set_num_threads(2)
+    try:
+        m = run(method="baseline", profile="scratch", overrides=TINY, run_id="r", progress=False)
+    finally:
+        torch.set_num_threads(1)
+    assert m["machine"]["torch_threads"] == 2
+
+
+def test_checkpoint_without_choices_is_taken_as_the_former_rule(tmp_path):
+    from fgvc.engine import legacy_choices, load_checkpoint
+
+    path = tmp_path / "last.pt"
+    torch.save({"model": {}, "config_hash": "h"}, path)
+    t = {"amp": "auto", "channels_last": "auto"}
+    cpu = legacy_choices(t, torch.device("cpu"))
+    assert cpu == {"amp": "fp32", "channels_last": False}
+    assert legacy_choices(t, torch.device("cuda")) == {"amp": "fp16", "channels_last": True}
+    load_checkpoint(path, "h", {"amp": "fp32", "channels_last": False, "threads": 3}, cpu)
+    with pytest.raises(CheckpointMismatch, match="other machine choices"):
+        load_checkpoint(path, "h", {"amp": "bf16", "channels_last": False}, cpu)
+
+
+# ------------------------------------------------------------------ torch.compile checkpoints
+def test_state_dicts_of_wrapped_models_load_into_the_plain_module():
+    from fgvc.engine import load_model_state, model_state, unwrap
+
+    torch.manual_seed(0)
+    a = create_method("baseline", 3, backbone="resnet18")
+    b = create_method("baseline", 3, backbone="resnet18")
+    compiled = torch.compile(a)  # wrapping only: nothing is compiled before a call
+    assert unwrap(compiled) is a
+    assert not any(k.startswith("_orig_mod.") for k in model_state(compiled))
+    prefixed = compiled.state_dict()
+    assert all(k.startswith("_orig_mod.") for k in prefixed)
+    for state in (prefixed, {f"module.{k}": v for k, v in a.state_dict().items()}, a.state_dict()):
+        load_model_state(b, state)
+        assert all(torch.equal(v, a.state_dict()[k]) for k, v in b.state_dict().items())
+
+
+def test_checkpoints_with_compile_prefixes_resume_and_evaluate(isolated_results):
+    """last.pt and best.pt whose keys carry `_orig_mod.` (a torch.compile'd model saved as is)
+    load for resume (fit) and for the final evaluation (run), giving the same metrics."""
+    first = run(method="baseline", profile="scratch", overrides=TINY, run_id="p", progress=False)
+    (isolated_results / "results/runs/p/metrics.json").unlink()
+    for name in ("last.pt", "best.pt"):
+        path = isolated_results / "ckpt/p" / name
+        ckpt = torch.load(path, weights_only=True)
+        ckpt["model"] = {f"_orig_mod.{k}": v for k, v in ckpt["model"].items()}
+        torch.save(ckpt, path)
+    again = run(method="baseline", profile="scratch", overrides=TINY, run_id="p", progress=False)
+    assert {k: again[k] for k in SAME} == {k: first[k] for k in SAME}

@@ -236,6 +236,7 @@ def load_run_model(run_dir: str | Path, device: str = "cpu") -> tuple[dict, nn.M
     Raises FileNotFoundError when the checkpoint is missing (checkpoints are not committed).
     """
     from . import io
+    from .engine import load_model_state
     from .methods import create_method
     from .paths import checkpoints_dir
 
@@ -248,7 +249,8 @@ def load_run_model(run_dir: str | Path, device: str = "cpu") -> tuple[dict, nn.M
                                 "FGVC_CHECKPOINTS, or re-run it with python -m fgvc.grid)")
     # weights="none": the checkpoint holds every weight; never download ImageNet ones here.
     model = create_method(cfg["method"], metrics["num_classes"], **{**cfg["model"], "weights": "none"})
-    model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["model"])
+    # Checkpoints of compiled or DDP runs may carry wrapper prefixes: load_model_state strips them.
+    load_model_state(model, torch.load(ckpt, map_location="cpu", weights_only=True)["model"])
     return cfg, model.to(device).eval()
 
 

@@ -52,11 +52,32 @@ def _merge(base: dict, over: dict, where: str) -> dict:
         if isinstance(out[key], dict) and isinstance(value, dict) and key != "synth":
             out[key] = _merge(out[key], value, f"{where}{key}.")
         else:
-            if not _same_kind(out[key], value):
+            if f"{where}{key}".endswith(CHOICE_SETTINGS) and not isinstance(value, dict):
+                pass  # a setting of named choices: checked by _check_choices, not by kind
+            elif not _same_kind(out[key], value):
                 raise TypeError(f"setting {where}{key} = {value!r}: expected a value like "
                                 f"{out[key]!r} ({type(out[key]).__name__})")
             out[key] = copy.deepcopy(value)
     return out
+
+
+# Settings whose value is one of named choices (strings and booleans mixed), not of the
+# default's kind: train.amp (true / false are the legacy aliases of auto / off) and
+# train.channels_last. Valid values: fgvc.fastpath.AMP_CHOICES / LAYOUT_CHOICES.
+CHOICE_SETTINGS = ("train.amp", "train.channels_last")
+
+
+def _check_choices(cfg: dict) -> None:
+    """Validate the settings of named choices; amp's legacy booleans become auto / off."""
+    from .fastpath import AMP_CHOICES, LAYOUT_CHOICES, check_choice
+
+    t = cfg["train"]
+    if isinstance(t["amp"], bool):
+        t["amp"] = "auto" if t["amp"] else "off"
+    check_choice("train.amp", t["amp"], AMP_CHOICES)
+    check_choice("train.channels_last", t["channels_last"], LAYOUT_CHOICES)
+    if not isinstance(t["compile"], bool):
+        raise ValueError(f"setting train.compile = {t['compile']!r}; valid: true, false")
 
 
 def _same_kind(default: Any, value: Any) -> bool:
@@ -135,6 +156,7 @@ def resolve(method: str, variant: str = "full", dataset: str | None = None,
 
 
 def _check_combinations(cls: type, cfg: dict) -> None:
+    _check_choices(cfg)
     t = cfg["train"]
     if t["schedule"] not in ("cosine", "step"):
         raise ValueError(f"train.schedule {t['schedule']!r}; valid: ['cosine', 'step']")

@@ -3,13 +3,25 @@
 Determinism: each epoch reseeds every generator from (seed, epoch), so a run resumed from
 the checkpoint of epoch e draws exactly what an uninterrupted run draws in epoch e+1; on
 the CPU two runs with one seed give identical metrics.
+
+Precision and layout come resolved (fgvc.run.resolve_machine, fgvc.fastpath): `amp` is
+"fp32", "fp16" or "bf16" and `channels_last` a bool. Under amp only the forward runs in
+autocast; the loss is computed outside it on the outputs cast to float32 (:func:`forward_loss`),
+and weights, gradients, optimizer state and checkpoints stay float32. A GradScaler is used
+with fp16 only.
+
+Weights are saved from, and loaded into, the plain module under any torch.compile / DDP
+wrapper (:func:`unwrap`, :func:`model_state`, :func:`load_model_state`): one place that also
+reads checkpoints whose keys carry the wrappers' `_orig_mod.` / `module.` prefixes.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import resource
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -19,9 +31,17 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .io import torch_save
+
+
+def tqdm(iterable, **kwargs):
+    """tqdm's progress bar where tqdm is installed (a bare GPU machine may lack it)."""
+    try:
+        from tqdm.auto import tqdm as bar
+    except ImportError:
+        return iterable
+    return bar(iterable, **kwargs)
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -55,8 +75,46 @@ def _barrier() -> None:
         dist.barrier()
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside any torch.compile (`_orig_mod`) and DDP (`module`) wrappers."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+_WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+def model_state(model: nn.Module) -> dict:
+    """The state_dict to save: the plain module's (no wrapper prefixes in its keys)."""
+    return unwrap(model).state_dict()
+
+
+def strip_wrapper_prefixes(state: dict) -> dict:
+    """State-dict keys without leading `_orig_mod.` / `module.` (torch.compile / DDP) prefixes."""
+    def strip(key: str) -> str:
+        while key.startswith(_WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
+        return key
+    return {strip(k): v for k, v in state.items()}
+
+
+def load_model_state(model: nn.Module, state: dict) -> nn.Module:
+    """Load a saved state_dict (plain, or with wrapper prefixes) into the plain module of
+    `model`; used for the final evaluation (fgvc.run), resume (:func:`fit`) and Grad-CAM
+    (fgvc.cam). Returns the plain module."""
+    core = unwrap(model)
+    core.load_state_dict(strip_wrapper_prefixes(state))
+    return core
+
+
 def _unwrap_ddp(model: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel (also under torch.compile); else `model`."""
+    """The module to evaluate: inside DDP (whose forward would run collectives); a compiled
+    module that is not DDP stays compiled."""
     inner = getattr(model, "_orig_mod", model)
     return inner.module if isinstance(inner, nn.parallel.DistributedDataParallel) else model
 
@@ -72,7 +130,7 @@ def _all_reduce(values: list[float], device: torch.device) -> list[float]:
 # ------------------------------------------------------------------------- optimisation
 def build_optimizer(model: nn.Module, t: dict) -> torch.optim.Optimizer:
     """SGD with momentum; pretrained layers at lr * backbone_lr_mult."""
-    core = model.module if hasattr(model, "module") else model
+    core = unwrap(model)
     groups = [{"params": core.new_parameters(), "lr": t["lr"], "name": "new"}]
     old = core.pretrained_parameters()
     if old:
@@ -97,18 +155,65 @@ def build_scheduler(optimizer: torch.optim.Optimizer, t: dict, steps_per_epoch: 
         optimizer, lambda step: lr_factor(t, step, steps_per_epoch))
 
 
+# ------------------------------------------------------------------------- precision
+AMP_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def amp_name(amp: str | bool) -> str:
+    """A resolved amp value: "fp32", "fp16" or "bf16" (True = fp16 and False = fp32, the
+    engine's former booleans)."""
+    if isinstance(amp, bool):
+        return "fp16" if amp else "fp32"
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"amp {amp!r} is not resolved; valid: {list(AMP_DTYPES)} "
+                         "(fgvc.run.resolve_machine resolves train.amp)")
+    return amp
+
+
+def autocast(device: torch.device | str, amp: str | bool):
+    """torch.autocast of the resolved amp dtype on the device; a no-op context for fp32."""
+    amp = amp_name(amp)
+    if amp == "fp32":
+        return contextlib.nullcontext()
+    with warnings.catch_warnings():  # support warnings: fgvc.run.resolve_machine gives its own
+        warnings.simplefilter("ignore")
+        return torch.autocast(device_type=torch.device(device).type, dtype=AMP_DTYPES[amp])
+
+
+def to_fp32(out: dict) -> dict:
+    """The method's outputs with every float16 / bfloat16 tensor cast to float32."""
+    return {k: v.float() if torch.is_tensor(v) and v.dtype in (torch.float16, torch.bfloat16)
+            else v for k, v in out.items()}
+
+
+def forward_loss(model: nn.Module, images: torch.Tensor, target: torch.Tensor,
+                 amp: str | bool = "fp32", core: nn.Module | None = None):
+    """(outputs, loss, parts) of one training forward: the forward under autocast, the loss in
+    float32 outside it (cross-entropies, centre losses, distances of every method)."""
+    core = unwrap(model) if core is None else core
+    with autocast(images.device, amp):
+        out = model(images, target)
+    if amp_name(amp) != "fp32":
+        out = to_fp32(out)
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            loss, parts = core.loss(out, target)
+    else:
+        loss, parts = core.loss(out, target)
+    return out, loss, parts
+
+
 # ------------------------------------------------------------------------- loops
-def _autocast(device: torch.device, amp: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp)
 
 
 def train_one_epoch(model: nn.Module, loader: Iterable, optimizer, scheduler, device: torch.device,
-                    *, epoch: int = 0, amp: bool = False, scaler=None, grad_clip: float = 0.0,
-                    max_steps: int = 0, channels_last: bool = False,
+                    *, epoch: int = 0, amp: str | bool = "fp32", scaler=None,
+                    grad_clip: float = 0.0, max_steps: int = 0, channels_last: bool = False,
                     progress: bool = True) -> dict:
-    """One pass over `loader`; returns mean loss (and its parts), train top-1, images, seconds."""
+    """One pass over `loader`; returns mean loss (and its parts), train top-1, images, seconds.
+
+    `amp`: "fp32" | "fp16" | "bf16" (see the module docstring); `scaler`: a GradScaler (fp16)."""
     model.train()
-    core = model.module if hasattr(model, "module") else model
+    core = unwrap(model)
     sums: dict[str, torch.Tensor] = {}
     correct = torch.zeros((), device=device)
     n_images, start = 0, time.perf_counter()
@@ -120,9 +225,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer, scheduler, de
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         target = target.to(device, non_blocking=True)
-        with _autocast(device, amp):
-            out = model(images, target)
-            loss, parts = core.loss(out, target)
+        out, loss, parts = forward_loss(model, images, target, amp, core)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch + 1}, step {step} "
                                 f"(batch {step} of the epoch, labels {target.tolist()[:16]}...); "
@@ -156,8 +259,9 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer, scheduler, de
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *, amp: bool = False,
-             channels_last: bool = False, max_steps: int = 0, progress: bool = False) -> dict:
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *,
+             amp: str | bool = "fp32", channels_last: bool = False, max_steps: int = 0,
+             progress: bool = False) -> dict:
     """Top-1 and top-5 accuracy (%) and mean CE of the `logits` output, reduced over ranks.
 
     Under DDP each rank evaluates its own shard with the unwrapped module: a DDP forward
@@ -174,7 +278,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *, amp: b
         images, target = images.to(device), target.to(device)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, amp):
+        with autocast(device, amp):
             logits = model(images)["logits"].float()
         loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
@@ -202,30 +306,71 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def load_checkpoint(path: Path, config_hash: str) -> dict:
-    """Load with weights_only=True; refuse a checkpoint written under another config."""
+# The resolved machine choices a checkpoint must share with the run that resumes it. The
+# thread count is recorded in the checkpoint but not compared: on the CPU it changes only the
+# order of floating-point reductions (results at rounding level), and comparing it would tie
+# a run to the core count of the machine that started it.
+RESUME_CHOICES = ("amp", "channels_last")
+
+
+def precision_choices(amp: str | bool = "fp32", channels_last: bool = False,
+                      threads: int | None = None) -> dict:
+    """The resolved choices a checkpoint records: amp dtype, memory layout, torch threads."""
+    return {"amp": amp_name(amp), "channels_last": bool(channels_last),
+            "threads": torch.get_num_threads() if threads is None else int(threads)}
+
+
+def legacy_choices(t: dict, device: torch.device) -> dict:
+    """What a checkpoint written before choices were recorded was trained with: the former
+    rule, amp (fp16) and channels_last only on CUDA when set to auto / true."""
+    cuda = torch.device(device).type == "cuda"
+    return {"amp": "fp16" if cuda and t["amp"] in ("auto", True) else "fp32",
+            "channels_last": cuda and t["channels_last"] in ("auto", True)}
+
+
+def load_checkpoint(path: Path, config_hash: str, choices: dict | None = None,
+                    legacy: dict | None = None) -> dict:
+    """Load with weights_only=True; refuse a checkpoint written under another config, or
+    (`choices`: the resumer's resolved amp dtype and layout) under other machine choices.
+    `legacy`: the choices assumed for a checkpoint that records none (default: fp32,
+    contiguous)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if ckpt.get("config_hash") != config_hash:
         raise CheckpointMismatch(
             f"checkpoint {path} was written by a run with config {ckpt.get('config_hash')}, "
             f"not {config_hash}: it is not loaded. Use another run id, or delete the "
             f"checkpoint folder {path.parent} to start this run afresh.")
+    if choices is not None:
+        saved = ckpt.get("choices") or legacy or {"amp": "fp32", "channels_last": False}
+        differ = {k: (saved.get(k), choices.get(k)) for k in RESUME_CHOICES
+                  if saved.get(k) != choices.get(k)}
+        if differ:
+            said = ", ".join(f"{k} {a!r} there, {b!r} here" for k, (a, b) in differ.items())
+            raise CheckpointMismatch(
+                f"checkpoint {path} was written under other machine choices ({said}): it is "
+                f"not loaded, since resuming would change the numerics mid-run. Resume it "
+                f"where train.amp / train.channels_last resolve as they did (the run's "
+                f"config.json `machine` section), use another run id, or delete the "
+                f"checkpoint folder {path.parent} to start this run afresh.")
     return ckpt
 
 
 def fit(model: nn.Module, train_loader_fn: Callable[[int], Iterable], val_loader: Iterable,
         t: dict, device: torch.device, ckpt_dir: Path, *, seed: int, config_hash: str,
+        amp: str | bool = "fp32", channels_last: bool = False,
         on_epoch: Callable[[FitState], None] | None = None, progress: bool = True) -> FitState:
     """Train for t['epochs'] epochs, validating after each and checkpointing atomically.
 
     `train_loader_fn(epoch)` returns the loader of that epoch (seeded from it). Resumes from
-    `ckpt_dir/last.pt` when present. Keeps `last.pt` and `best.pt` (model of the best val top-1).
+    `ckpt_dir/last.pt` when present and written under the same config and the same resolved
+    `amp` and `channels_last` (fgvc.run.resolve_machine). Keeps `last.pt` and `best.pt`
+    (model of the best val top-1); both record the choices (:func:`precision_choices`).
     """
     rank, _ = dist_info()
-    amp = device.type == "cuda" and t["amp"] in ("auto", True)
-    channels_last = device.type == "cuda" and t["channels_last"] in ("auto", True)
-    scaler = torch.amp.GradScaler("cuda") if amp else None
-    core = model.module if hasattr(model, "module") else model
+    amp = amp_name(amp)
+    choices = precision_choices(amp, channels_last)
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+    core = unwrap(model)
     optimizer = build_optimizer(model, t)
     steps = len(train_loader_fn(0))
     if t["max_steps"]:
@@ -234,8 +379,8 @@ def fit(model: nn.Module, train_loader_fn: Callable[[int], Iterable], val_loader
     state = FitState()
     last = ckpt_dir / "last.pt"
     if last.is_file():
-        ckpt = load_checkpoint(last, config_hash)
-        core.load_state_dict(ckpt["model"])
+        ckpt = load_checkpoint(last, config_hash, choices, legacy_choices(t, device))
+        load_model_state(core, ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         if scaler is not None and ckpt.get("scaler"):
@@ -257,13 +402,14 @@ def fit(model: nn.Module, train_loader_fn: Callable[[int], Iterable], val_loader
         if val["top1"] > state.best_top1:
             state.best_top1, state.best_epoch = val["top1"], epoch + 1
             if rank == 0:
-                torch_save({"model": core.state_dict(), "epoch": epoch + 1,
-                            "config_hash": config_hash}, ckpt_dir / "best.pt")
+                torch_save({"model": model_state(core), "epoch": epoch + 1,
+                            "config_hash": config_hash, "choices": choices}, ckpt_dir / "best.pt")
         if rank == 0:
-            torch_save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
+            torch_save({"model": model_state(core), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
                         "scaler": scaler.state_dict() if scaler else None,
-                        "state": state.__dict__, "config_hash": config_hash}, last)
+                        "state": state.__dict__, "config_hash": config_hash,
+                        "choices": choices}, last)
         _barrier()  # DDP: no rank reads best.pt / last.pt before rank 0 has written them
         if on_epoch is not None:
             on_epoch(state)

@@ -8,7 +8,10 @@ resumes from its last checkpoint.
 The configuration comes resolved (fgvc.config.resolve) and is used as given; only the choices
 that depend on the machine the run executes on are made here, by :func:`resolve_machine`, and
 recorded under their own key, `machine`, in config.json and metrics.json (outside the config
-hash).
+hash): the device, the amp dtype and memory layout (fgvc.fastpath: train.amp and
+train.channels_last "auto" become what this device and CPU run fastest, from a measured
+table), and the torch thread count. The engine trains and evaluates with exactly these, and
+refuses to resume a checkpoint made under another dtype or layout.
 """
 from __future__ import annotations
 
@@ -24,8 +27,10 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from . import io
+from . import fastpath
 from .config import resolve
-from .engine import FitState, dist_info, epoch_seed, evaluate, fit, peak_memory_mb, seed_everything
+from .engine import (FitState, dist_info, epoch_seed, evaluate, fit, load_model_state,
+                     peak_memory_mb, seed_everything)
 from .methods import create_method, method_class
 from .paths import checkpoints_dir, resolve as resolve_path, results_dir
 
@@ -47,15 +52,28 @@ def pick_device(name: str) -> torch.device:
 
 
 def resolve_machine(cfg: dict) -> dict:
-    """The machine-dependent choices of a run, made where it executes (also on a Slurm node).
+    """The machine-dependent choices of a run, made where it executes (also on a Slurm node),
+    never "auto":
 
-    Today: the device (`train.device` "auto" = CUDA if available). Also recorded, not chosen:
-    torch's CPU thread count and CPU capability, torch and Python versions. Nothing that
-    identifies the machine (no host name, user or path).
+    - device: `train.device` ("auto" = CUDA if available);
+    - amp: "fp32" | "fp16" | "bf16" and channels_last: a bool, from `train.amp` and
+      `train.channels_last` by fgvc.fastpath.resolve (CUDA: fp16 and channels_last; CPU: the
+      measured table's choice for this CPU kind and backbone, else fp32 contiguous);
+      `fastpath` says where the choice came from;
+    - torch_threads: torch's CPU thread count (set by the launcher, e.g. --threads).
+
+    Also recorded: the CPU capability (torch's string), the CPU kind (the table's key),
+    whether it has native bf16, torch and Python versions. Nothing that identifies the
+    machine (no host name, user or path).
     """
-    return {"device": str(pick_device(cfg["train"]["device"])),
+    t = cfg["train"]
+    device = pick_device(t["device"])
+    fast = fastpath.resolve(t["amp"], t["channels_last"], str(device), cfg["model"]["backbone"])
+    return {"device": str(device), "amp": fast["amp"], "channels_last": fast["channels_last"],
             "torch_threads": torch.get_num_threads(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_kind": fast["cpu_kind"], "native_bf16": fast["native_bf16"],
+            "fastpath": fast["fastpath"],
             "torch": torch.__version__, "python": platform.python_version()}
 
 
@@ -130,7 +148,8 @@ def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None 
         cfg = {**cfg, "data_root": str(resolve_path(cfg["data_root"]))}
     bundle = build_data_for(cfg)
     model = create_method(cfg["method"], bundle.num_classes, **cfg["model"]).to(device)
-    if device.type == "cuda" and cfg["train"]["channels_last"] in ("auto", True):
+    amp, channels_last = machine["amp"], machine["channels_last"]
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     core = model
     if world > 1:
@@ -149,14 +168,14 @@ def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None 
             on_epoch(state)
 
     state = fit(model, train_loader_fn, val_loader, cfg["train"], device, ckpt_dir,
-                seed=cfg["seed"], config_hash=cfg["config_hash"], on_epoch=record,
-                progress=progress and rank == 0)
+                seed=cfg["seed"], config_hash=cfg["config_hash"], amp=amp,
+                channels_last=channels_last, on_epoch=record, progress=progress and rank == 0)
     # Test once, with the checkpoint selected on validation.
     best = torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=True)
-    core.load_state_dict(best["model"])
-    amp = device.type == "cuda" and cfg["train"]["amp"] in ("auto", True)
-    val = evaluate(model, val_loader, device, amp=amp, max_steps=cfg["train"]["max_steps"])
-    test = evaluate(model, test_loader, device, amp=amp, max_steps=cfg["train"]["max_steps"])
+    load_model_state(core, best["model"])
+    steps = cfg["train"]["max_steps"]
+    val = evaluate(model, val_loader, device, amp=amp, channels_last=channels_last, max_steps=steps)
+    test = evaluate(model, test_loader, device, amp=amp, channels_last=channels_last, max_steps=steps)
     hist = state.history
     train_s = sum(h["train_seconds"] for h in hist)
     metrics = {

@@ -13,8 +13,10 @@ which makes the module symmetric under swapping (`shared=False`); it also adds t
 back, F_W = W F' + F' (`residual=True`).
 
 Pairs come in the "halves" layout: image i and image i + B/2 of the batch are a pair.
-The similarities are computed in float32 even under autocast: entries are sums of h*w
-products of activations and overflow float16 at 448 px.
+The similarities and their softmax are computed in float32 even under autocast (fp16 or
+bf16): entries are sums of h*w products of activations and overflow float16 at 448 px, and
+bf16's 8-bit mantissa would flatten the softmax. W is returned in float32; eq. 2's product
+then runs in the feature map's dtype (autocast's, where it is on).
 """
 from __future__ import annotations
 
@@ -22,10 +24,10 @@ import torch
 
 
 def co_attention_weights(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
-    """Eq. 1: (N, c, l), (N, c, l) -> W (N, c, c) = softmax over rows of -(f1 f2^T)."""
+    """Eq. 1: (N, c, l), (N, c, l) -> W (N, c, c) float32 = softmax over rows of -(f1 f2^T)."""
     with torch.autocast(device_type=f1.device.type, enabled=False):
         sim = torch.bmm(f1.float(), f2.float().transpose(1, 2))  # (N, c, c)
-        return torch.softmax(-sim, dim=-1).to(f1.dtype)
+        return torch.softmax(-sim, dim=-1)
 
 
 def pair_weights(f: torch.Tensor, shared: bool = True) -> torch.Tensor:
@@ -46,7 +48,7 @@ def pair_weights(f: torch.Tensor, shared: bool = True) -> torch.Tensor:
 def co_attend(fmap: torch.Tensor, shared: bool = True, residual: bool = False) -> torch.Tensor:
     """Eq. 2 on a halves-paired batch: fmap (B, c, h, w) -> F_W (B, c, h, w)."""
     f = fmap.flatten(2)                                 # (B, c, l)
-    fw = torch.bmm(pair_weights(f, shared), f)          # (B, c, l)
+    fw = torch.bmm(pair_weights(f, shared).to(f.dtype), f)  # (B, c, l)
     if residual:
         fw = fw + f
     return fw.view_as(fmap)
