@@ -53,7 +53,64 @@ def test_main_writes_report(tmp_path):
     assert bench.main(argv) == 0
     text = out.read_text()
     for heading in ("## Goals", "## Machine", "## Engine overhead", "scratch profile",
-                    "## Data pipeline", "torch " + torch.__version__, "| fgvc.engine.train_one_epoch |"):
+                    "## Data pipeline", "torch " + torch.__version__, "| fgvc.engine.train_one_epoch |",
+                    "GFLOP/s**; bf16 (64 x 64)", "native bf16: ", "fast-path table key: "):
         assert heading in text
     assert "python -m fgvc.bench --out" in text
     assert out.with_suffix(".json").is_file()
+
+
+TINY_BACKBONES = (("resnet18", 32, 2),)
+
+
+def test_fastpath_table_tiny():
+    from fgvc import fastpath
+
+    s = bench.fastpath_table(TINY_BACKBONES, peaks={"fp32": 1e9, "bf16": 1e9}, min_run_time=FAST,
+                             log=lambda _: None)
+    dtypes = ["fp32"] + ["bf16"] * fastpath.native_bf16()
+    assert [(r["dtype"], r["layout"]) for r in s["rows"]] == \
+        [(d, l) for d in dtypes for l in ("contiguous", "channels_last")]
+    assert all(r["train img/s"] > 0 and r["eval img/s"] > 0 and r["train MFU %"] > 0
+               for r in s["rows"])
+    assert sum(r["auto"] == "yes" for r in s["rows"]) == 1  # what auto picks is one of them
+    assert "fastpath" in bench.SECTIONS and "| resnet18 " in bench.table(s["rows"])
+
+
+def test_fastpath_entry_follows_the_rule():
+    from fgvc import fastpath
+
+    entry = bench.fastpath_entry(TINY_BACKBONES, rounds=1, min_run_time=FAST, log=lambda _: None)
+    (kind, e), = entry.items()
+    assert kind == fastpath.cpu_kind() and e["measured"]["threads"] == 1
+    b = e["backbones"]["resnet18"]
+    assert {"bf16": b["bf16"], "channels_last": b["channels_last"]} == \
+        fastpath.choose(b["train_img_per_s"], fastpath.native_bf16())
+
+
+def test_compile_section_tiny():
+    s = bench.compile_speed("resnet18", 32, 2, backend="eager", min_run_time=FAST)
+    eager, compiled = s["rows"]
+    assert eager["img/s"] > 0 and "error" not in compiled, compiled
+    assert compiled["first call s"] > 0 and compiled["img/s"] > 0 and "compile" in bench.SECTIONS
+
+
+def test_memory_section_tiny():
+    s = bench.memory_table({"scratch": (32, 2)}, steps=1, log=lambda _: None)
+    base, row = s["rows"]
+    assert base["fp32 MiB"] > 0 and row["fp32 MiB"] > 0 and row["backbone"] == "resnet18"
+    assert "memory" in bench.SECTIONS
+
+
+def test_new_sections_through_main(tmp_path):
+    out = tmp_path / "bench.md"
+    argv = ["--out", str(out), "--sections", "fastpath,compile,memory", "--gemm-n", "64",
+            "--min-run-time", str(FAST), "--fastpath-rounds", "1", "--fastpath-size", "32",
+            "--fastpath-batch", "2", "--compile-backend", "eager", "--scratch-batch", "2",
+            "--scratch-crop", "32", "--memory-steps", "1", "--memory-crop", "32",
+            "--memory-batch", "2"]
+    assert bench.main(argv) == 0
+    text = out.read_text()
+    for heading in ("## Fast paths: dtype x memory layout per backbone (cpu)", "## torch.compile (cpu)",
+                    "## Peak resident memory", "| efficientnet_lite0 ", "| resnet50 "):
+        assert heading in text

@@ -1,9 +1,11 @@
 """The performance benchmark: one run on this machine, written to results/bench.md (+ .json).
 
-    python -m fgvc.bench [--out results/bench.md] [--sections engine,paper,scratch,data] ...  (make bench)
+    python -m fgvc.bench [--out results/bench.md] [--sections engine,paper,scratch,data,...]  (make bench)
+    python -m fgvc.bench --fastpath-entry     # this CPU's entry of configs/fastpath.yaml, as YAML
 
 Its own figures (parameters, MACs and latency per method are the complexity table's):
-- GEMM rate: torch.mm FLOP/s (fp32; fgvc.cost.gemm_rate takes a dtype), the peak for MFU.
+- GEMM rate: torch.mm FLOP/s in fp32 and bf16 (a 512 GEMM where bf16 is not native: emulated,
+  slow), the peaks for MFU; whether the CPU has native bf16 (fgvc.fastpath).
 - engine: baseline training images/s through fgvc.engine.train_one_epoch vs a bare PyTorch loop
   on the same model and in-memory batches. Goal: overhead <= 5%.
 - paper, scratch: training throughput per method (ResNet-50 at 448, a small batch; the scratch
@@ -12,6 +14,13 @@ Its own figures (parameters, MACs and latency per method are the complexity tabl
 - data: images/s of one loader worker (one torch thread) with the paper's 550 -> 448 train
   transforms, from original JPEGs, from the prepared cache (fgvc.data.prepare), and raw decode
   (+ resize), on SynthBirds JPEGs of 432 x 432 (a CUB photo's pixels). Goal: cache >= 2x.
+- fastpath: train and eval images/s of each profile's backbone (EfficientNet-Lite0 at 128,
+  ResNet-18 at 64, ResNet-50 at 224 rather than 448 to keep it short) x {fp32, bf16 where
+  native} x {contiguous, channels_last}, MFU against the dtype's GEMM rate, and what
+  train.amp / train.channels_last "auto" pick here (from configs/fastpath.yaml).
+- compile: torch.compile of a training step on CPU, compile time and steady-state speed.
+- memory: peak resident memory (ru_maxrss, one fresh process per configuration) of a short
+  training run of each profile's backbone, fp32 vs the fast path auto picks.
 Timings: torch.utils.benchmark.Timer medians over >= --min-run-time s (fgvc.cost.latency); FLOPs:
 fgvc.cost.count_flops. Each section (SECTIONS) returns a title, a note, table rows and goal
 rows; render() writes them with DataFrame.to_markdown. A new table is one more section.
@@ -30,7 +39,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -47,7 +55,11 @@ def machine_info() -> dict:
         cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                     if l.lower().startswith("model name")), cpu)
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from . import fastpath
+
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": usable,
+            "cpu_capability": fastpath.cpu_capability(), "cpu_kind": fastpath.cpu_kind(),
+            "native_bf16": fastpath.native_bf16(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
@@ -82,6 +94,235 @@ def train_step(model, x, y, optimizer) -> Callable[[], None]:
         loss.backward()
         optimizer.step()
     return step
+
+
+# ----------------------------------------------------------------------------- fast paths
+# The backbones of the profiles at the sizes the fast-path table is measured at (ResNet-50 at
+# 224, not the paper profile's 448, to keep a CPU measurement short).
+FASTPATH_BACKBONES = (("efficientnet_lite0", 128, 16), ("resnet18", 64, 32), ("resnet50", 224, 8))
+FASTPATH_CONFIGS = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))
+
+
+def config_name(amp: str, channels_last: bool) -> str:
+    return f"{amp}_{'channels_last' if channels_last else 'contiguous'}"
+
+
+def fast_step(backbone: str, size: int, batch: int, amp: str = "fp32", channels_last: bool = False,
+              train: bool = True, num_classes: int = 200, device: str = "cpu") -> Callable[[], None]:
+    """One training step (forward under autocast, fp32 loss, backward, SGD update) or one
+    inference forward of the baseline on `backbone`, in the given dtype and memory layout,
+    exactly as fgvc.engine runs it (forward_loss, autocast)."""
+    from .engine import autocast, forward_loss
+
+    torch.manual_seed(0)
+    model = cost.create("baseline", {"backbone": backbone, "input_size": size}, num_classes, device)
+    x = torch.randn(batch, 3, size, size, device=device)
+    y = torch.arange(batch, device=device) % num_classes
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    if not train:
+        model.eval()
+
+        def infer():
+            with torch.no_grad(), autocast(x.device, amp):
+                model(x)
+        return infer
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+
+    def step():
+        _, loss, _ = forward_loss(model, x, y, amp)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def fastpath_rates(backbone: str, size: int, batch: int, *, train: bool = True, rounds: int = 3,
+                   min_run_time: float = 1.0, bf16: bool = True, num_threads: int = 1,
+                   device: str = "cpu") -> dict[str, float]:
+    """Images/s of each (dtype, layout) of FASTPATH_CONFIGS (bf16 only if `bf16`), the best of
+    `rounds` rounds; each round times every configuration once, so that a shared machine's
+    load changes reach all of them alike."""
+    configs = [c for c in FASTPATH_CONFIGS if bf16 or c[0] != "bf16"]
+    steps = {config_name(*c): fast_step(backbone, size, batch, *c, train=train, device=device)
+             for c in configs}
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for name, fn in steps.items():
+            s = cost.latency(fn, min_run_time=min_run_time, warmup=2, num_threads=num_threads)
+            best[name] = max(best.get(name, 0.0), batch / s)
+    return best
+
+
+def fastpath_entry(backbones=FASTPATH_BACKBONES, rounds: int = 3, min_run_time: float = 1.0,
+                   log=print) -> dict:
+    """This machine's entry of configs/fastpath.yaml: measured train images/s (one thread) of
+    every backbone x dtype x layout and the choices fgvc.fastpath.choose makes from them."""
+    from . import fastpath
+
+    native = fastpath.native_bf16()
+    entry = {"measured": {"date": datetime.now(timezone.utc).date().isoformat(),
+                          "cpu": fastpath.cpu_model(), "capability": fastpath.cpu_capability(),
+                          "torch": str(torch.__version__), "threads": 1, "rounds": rounds,
+                          "load_average": [round(x, 1) for x in os.getloadavg()]},
+             "backbones": {}}
+    for backbone, size, batch in backbones:
+        rates = fastpath_rates(backbone, size, batch, rounds=rounds, min_run_time=min_run_time,
+                               bf16=native)
+        entry["backbones"][backbone] = {
+            "setting": {"size": size, "batch": batch},
+            "train_img_per_s": {k: round(v, 2) for k, v in rates.items()},
+            **fastpath.choose(rates, native)}
+        log(f"  {backbone}: {entry['backbones'][backbone]}")
+    return {fastpath.cpu_kind(): entry}
+
+
+def fastpath_table(backbones=FASTPATH_BACKBONES, peaks: dict[str, float] | None = None,
+                   dtypes: list[str] | None = None, min_run_time: float = 1.0, rounds: int = 1,
+                   device: str = "cpu", num_threads: int | None = None, log=print) -> dict:
+    """Train and eval images/s of each backbone x dtype x layout, MFU against the GEMM rate of
+    the dtype in use (`peaks`), and what train.amp / train.channels_last "auto" pick here.
+    `dtypes`: default fp32, plus bf16 where the CPU has it natively (fp16 too on CUDA)."""
+    from . import fastpath
+
+    native = fastpath.native_bf16()
+    if dtypes is None:
+        dtypes = ["fp32", "fp16", "bf16"] if device.startswith("cuda") else \
+            ["fp32"] + ["bf16"] * native
+    peaks = peaks or {}
+    rows = []
+    for backbone, size, batch in backbones:
+        auto = fastpath.resolve("auto", "auto", device, backbone, warn=False)
+        flops = {}
+        for train in (True, False):
+            fn = fast_step(backbone, size, batch, train=train, device=device)
+            flops[train] = cost.count_flops(fn) / batch
+        for amp in dtypes:
+            for layout in (False, True):
+                row = {"backbone": backbone, "px": size, "batch": batch, "dtype": amp,
+                       "layout": "channels_last" if layout else "contiguous"}
+                try:
+                    for train, key in ((True, "train"), (False, "eval")):
+                        fn = fast_step(backbone, size, batch, amp, layout, train=train, device=device)
+                        s = min(cost.latency(fn, min_run_time=min_run_time, warmup=2,
+                                             num_threads=num_threads) for _ in range(rounds))
+                        row[f"{key} img/s"] = batch / s
+                        if amp in peaks:
+                            row[f"{key} MFU %"] = 100 * flops[train] * batch / s / peaks[amp]
+                except Exception as e:  # noqa: BLE001 - e.g. a dtype this device lacks
+                    row["error"] = f"{type(e).__name__}: {e}"[:160]
+                row["auto"] = "yes" if (auto["amp"], auto["channels_last"]) == (amp, layout) else ""
+                rows.append(row)
+                log(f"  {row}")
+    resnet50 = [b for b in backbones if b[0] == "resnet50"]
+    return {"title": f"Fast paths: dtype x memory layout per backbone ({device})",
+            "note": "Baseline method on each profile's backbone (random weights), training step = "
+                    "forward under autocast + float32 loss + backward + SGD update, eval = forward "
+                    "without grad, exactly as fgvc.engine runs them; "
+                    + (f"ResNet-50 at {resnet50[0][1]} px, not the paper's 448, to keep it short; "
+                       if resnet50 and resnet50[0][1] != 448 else "")
+                    + f"bf16 {'measured (native)' if native else 'not measured: no native bf16 on this CPU'}"
+                    + "; MFU = FLOP/s over the GEMM rate of the dtype in use; `auto` = what "
+                    "train.amp / train.channels_last auto resolve to here (fgvc.fastpath, "
+                    "configs/fastpath.yaml), not re-timed.",
+            "rows": rows, "goals": []}
+
+
+def compile_speed(backbone: str = "resnet18", size: int = 64, batch: int = 32,
+                  backend: str = "inductor", min_run_time: float = 1.0, device: str = "cpu") -> dict:
+    """torch.compile of the baseline's training step: compile time (the first call) and
+    steady-state images/s beside eager."""
+    from .engine import forward_loss
+
+    eager = fast_step(backbone, size, batch, device=device)
+    rows = [{"mode": "eager", "first call s": cost.wall_time(eager, device),
+             "img/s": batch / cost.latency(eager, min_run_time=min_run_time, warmup=1)}]
+    torch.manual_seed(0)
+    model = cost.create("baseline", {"backbone": backbone, "input_size": size}, 200, device).train()
+    compiled = torch.compile(model, backend=backend)
+    x = torch.randn(batch, 3, size, size, device=device)
+    y = torch.arange(batch, device=device) % 200
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+
+    def step():
+        _, loss, _ = forward_loss(compiled, x, y, core=model)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    row = {"mode": f"torch.compile ({backend})"}
+    try:
+        row["first call s"] = cost.wall_time(step, device)
+        row["img/s"] = batch / cost.latency(step, min_run_time=min_run_time, warmup=1)
+        row["speed-up"] = row["img/s"] / rows[0]["img/s"]
+    except Exception as e:  # noqa: BLE001 - e.g. no C++ compiler for inductor
+        row["error"] = f"{type(e).__name__}: {e}"[:200]
+    rows.append(row)
+    return {"title": f"torch.compile ({device})",
+            "note": f"Baseline on {backbone} at {size} px, batch {batch}, fp32 training step; "
+                    "the first call of the compiled step includes compilation.",
+            "rows": rows, "goals": []}
+
+
+def memory_child(spec: str) -> None:
+    """In a subprocess (:func:`peak_memory`): run `steps` training steps of a spec and print
+    the peak resident memory (ru_maxrss) in MiB as the last line."""
+    import json
+    import resource
+
+    a = json.loads(spec)
+    torch.set_num_threads(1)
+    if a["steps"]:
+        step = fast_step(a["backbone"], a["size"], a["batch"], a["amp"], a["channels_last"])
+        for _ in range(a["steps"]):
+            step()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: KiB
+
+
+def peak_memory(backbone: str, size: int, batch: int, amp: str = "fp32",
+                channels_last: bool = False, steps: int = 3) -> float:
+    """Peak resident MiB of a fresh process that imports torch and runs `steps` training
+    steps (0: the import alone)."""
+    import json
+    import subprocess
+
+    spec = json.dumps({"backbone": backbone, "size": size, "batch": batch, "amp": amp,
+                       "channels_last": channels_last, "steps": steps})
+    out = subprocess.run([sys.executable, "-c", "import sys; from fgvc.bench import memory_child; "
+                          "memory_child(sys.argv[1])", spec], capture_output=True, text=True,
+                         check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def memory_table(profiles: dict[str, tuple[int, int]] | None = None, steps: int = 3,
+                 log=print) -> dict:
+    """Peak resident memory of a short training run of each profile's backbone, fp32
+    contiguous vs the fast path `auto` picks on this CPU. `profiles`: name -> (crop, batch)
+    (default: each profile's own)."""
+    from . import fastpath
+    from .config import list_profiles, load_profile
+
+    if profiles is None:
+        profiles = {n: (load_profile(n)["data"]["crop"], load_profile(n)["train"]["batch_size"])
+                    for n in list_profiles()}
+    rows = [{"profile": "(torch imported, no step)", "fp32 MiB": peak_memory("resnet18", 32, 2, steps=0)}]
+    for name, (size, batch) in profiles.items():
+        backbone = load_profile(name)["model"]["backbone"]
+        auto = fastpath.resolve("auto", "auto", "cpu", backbone, warn=False)
+        row = {"profile": name, "backbone": backbone, "px": size, "batch": batch,
+               "fp32 MiB": peak_memory(backbone, size, batch, steps=steps),
+               "fast path": f"{auto['amp']}, {'channels_last' if auto['channels_last'] else 'contiguous'}"}
+        if (auto["amp"], auto["channels_last"]) != ("fp32", False):
+            row["fast path MiB"] = peak_memory(backbone, size, batch, auto["amp"],
+                                               auto["channels_last"], steps)
+        rows.append(row)
+        log(f"  {row}")
+    return {"title": "Peak resident memory of a short training run (CPU)",
+            "note": f"ru_maxrss of a fresh process (one torch thread) after {steps} baseline "
+                    "training steps on random tensors; the fast path is what `auto` picks here "
+                    "(blank: it is fp32 contiguous).",
+            "rows": rows, "goals": []}
 
 
 # ----------------------------------------------------------------------------- sections
@@ -199,18 +440,43 @@ def _methods(a, ctx, profile: str) -> dict:
                       200 if profile == "paper" else 24, log=ctx["log"])
 
 
+def _fastpath_backbones(a) -> tuple:
+    return tuple((b, a.fastpath_size or s, a.fastpath_batch or n) for b, s, n in FASTPATH_BACKBONES)
+
+
+def _memory(a, ctx) -> dict:
+    from .config import list_profiles, load_profile
+
+    sizes = {}
+    for n in list_profiles():
+        p = load_profile(n)
+        crop, batch = p["data"]["crop"], p["train"]["batch_size"]
+        if n == "paper":
+            crop, batch = a.paper_crop, a.paper_batch
+        sizes[n] = (a.memory_crop or crop, a.memory_batch or batch)
+    return memory_table(sizes, a.memory_steps, log=ctx["log"])
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace, dict], dict]] = {
     "engine": lambda a, ctx: engine_overhead("scratch", ctx["q_batch"], ctx["q_crop"], a.engine_steps,
                                              a.min_run_time),
     "paper": lambda a, ctx: _methods(a, ctx, "paper"),
     "scratch": lambda a, ctx: _methods(a, ctx, "scratch"),
     "data": lambda a, ctx: data_path(a.data_images, 550, 448, a.min_run_time),
+    "fastpath": lambda a, ctx: fastpath_table(
+        _fastpath_backbones(a), {"fp32": ctx["peak"], "bf16": ctx["peak_bf16"]},
+        min_run_time=a.min_run_time, rounds=a.fastpath_rounds, log=ctx["log"]),
+    "compile": lambda a, ctx: compile_speed("resnet18", ctx["q_crop"], ctx["q_batch"],
+                                            a.compile_backend, a.min_run_time),
+    "memory": _memory,
 }
 
 
 # ----------------------------------------------------------------------------- report, CLI
 def table(rows: list[dict]) -> str:
     """Markdown of `rows` (one dict per row), floats to 3 significant digits, gaps empty."""
+    import pandas as pd  # here: the sections run without pandas (tools/gpu_check.sh)
+
     df = pd.DataFrame(rows).map(lambda v: float(f"{v:.3g}") if isinstance(v, float) else v)
     return df.astype(object).where(df.notna(), "").to_markdown(index=False)
 
@@ -227,7 +493,10 @@ def render(res: dict) -> str:
            f"- torch {m['torch']}, Python {m['python']}, {m['platform']}",
            "- load average at start: {}; at end: {}".format(*(", ".join(f"{x:.1f}" for x in l) for l in loads)),
            f"- fp32 GEMM rate (torch.mm, {res['gemm_n']} x {res['gemm_n']}): "
-           f"**{res['gemm_rate'] / 1e9:.1f} GFLOP/s**", ""]
+           f"**{res['gemm_rate'] / 1e9:.1f} GFLOP/s**; bf16 ({res['gemm_n_bf16']} x "
+           f"{res['gemm_n_bf16']}): **{res['gemm_rate_bf16'] / 1e9:.1f} GFLOP/s**",
+           f"- CPU capability (torch): {m['cpu_capability']}; native bf16: "
+           f"{'yes' if m['native_bf16'] else 'no'}; fast-path table key: {m['cpu_kind']}", ""]
     for s in res["sections"].values():
         out += [f"## {s['title']}", "", s["note"], "", table(s["rows"]), ""]
     return "\n".join(out)
@@ -243,11 +512,15 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
     scratch = load_profile("scratch")
     methods = a.methods.split(",") if a.methods else list_methods()
     methods = ["baseline"] * ("baseline" in methods) + [m for m in methods if m != "baseline"]
-    res: dict = {"machine": machine_info(), "command": a.command or "python -m fgvc.bench",
-                 "gemm_n": a.gemm_n, "sections": {},
-                 "gemm_rate": cost.gemm_rate(a.gemm_n, torch.float32, min_run_time=a.min_run_time)}
-    log(f"GEMM rate {res['gemm_rate'] / 1e9:.1f} GFLOP/s")
-    ctx = {"peak": res["gemm_rate"], "methods": methods, "log": log,
+    info = machine_info()
+    # bf16 without native support is emulated (many times slower): a smaller GEMM there.
+    n_bf16 = a.gemm_n if info["native_bf16"] else min(a.gemm_n, 512)
+    res: dict = {"machine": info, "command": a.command or "python -m fgvc.bench",
+                 "gemm_n": a.gemm_n, "gemm_n_bf16": n_bf16, "sections": {},
+                 "gemm_rate": cost.gemm_rate(a.gemm_n, torch.float32, min_run_time=a.min_run_time),
+                 "gemm_rate_bf16": cost.gemm_rate(n_bf16, torch.bfloat16, min_run_time=a.min_run_time)}
+    log(f"GEMM rate fp32 {res['gemm_rate'] / 1e9:.1f}, bf16 {res['gemm_rate_bf16'] / 1e9:.1f} GFLOP/s")
+    ctx = {"peak": res["gemm_rate"], "peak_bf16": res["gemm_rate_bf16"], "methods": methods, "log": log,
            "q_batch": a.scratch_batch or scratch["train"]["batch_size"], "q_crop": a.scratch_crop or scratch["data"]["crop"]}
     for name in a.sections.split(",") if a.sections else SECTIONS:
         log(f"{name}...")
@@ -271,6 +544,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-images", type=int, default=48)
     p.add_argument("--gemm-n", type=int, default=2048)
     p.add_argument("--min-run-time", type=float, default=1.0, help="seconds per Timer measurement")
+    p.add_argument("--fastpath-rounds", type=int, default=2, help="fastpath: best of this many timings")
+    p.add_argument("--fastpath-size", type=int, default=None, help="fastpath: one input size for all backbones")
+    p.add_argument("--fastpath-batch", type=int, default=None, help="fastpath: one batch for all backbones")
+    p.add_argument("--compile-backend", default="inductor", help="compile: torch.compile backend")
+    p.add_argument("--memory-steps", type=int, default=3, help="memory: training steps per process")
+    p.add_argument("--memory-crop", type=int, default=None, help="memory: one crop for all profiles")
+    p.add_argument("--memory-batch", type=int, default=None, help="memory: one batch for all profiles")
+    p.add_argument("--fastpath-entry", action="store_true",
+                   help="measure this CPU's entry of configs/fastpath.yaml, print it as YAML, exit")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--command", default=None, help=argparse.SUPPRESS)
     return p
@@ -283,6 +565,13 @@ def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     args = sys.argv[1:] if argv is None else argv
     a.command = a.command or " ".join(["python -m fgvc.bench", *map(shlex.quote, args)])
+    if a.fastpath_entry:
+        import yaml
+
+        entry = fastpath_entry(_fastpath_backbones(a), a.fastpath_rounds, a.min_run_time,
+                               log=lambda s: print(s, file=sys.stderr, flush=True))
+        print(yaml.safe_dump({"kinds": entry}, sort_keys=False), end="")
+        return 0
     res = run_bench(a, log=lambda s: print(s, flush=True))
     out = Path(a.out) if a.out else results_dir() / "bench.md"
     fio.write_text(out, render(res) + "\n")

@@ -19,10 +19,14 @@ benchmark (fgvc.bench). tests/test_cost.py checks that no other module counts or
   `repeats` calls after two warm-up calls (bounded cost for slow calls, e.g. 448 px on CPU).
 - GEMM rate: FLOPs of ``torch.mm`` on n x n matrices of a dtype over its latency (the peak
   against which the benchmark's MFU is taken).
+- One-off costs (:func:`wall_time`): seconds of a single call, e.g. the first call of a
+  torch.compile'd step, which compiles; ``time.perf_counter`` around it, the accelerator
+  synchronised before and after.
 """
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
 from typing import Callable
 
@@ -92,6 +96,20 @@ def measure_latency(model: nn.Module, x: torch.Tensor, train: bool = False, warm
     """Milliseconds of one :func:`method_step` (inference forward / training step) on x."""
     return 1e3 * latency(lambda: method_step(model, x, train), warmup=warmup, repeats=repeats,
                          min_run_time=min_run_time)
+
+
+def _sync(device: str | torch.device | None) -> None:
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def wall_time(fn: Callable[[], object], device: str | torch.device | None = None) -> float:
+    """Seconds of one call of ``fn()`` (a one-off cost such as compilation; not a latency)."""
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
 
 
 def gemm_rate(n: int = 2048, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
