@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export TQDM_DISABLE ?=
 
-.PHONY: help study ablations pipeline-check test lab bench report setup notebooks
+.PHONY: help study ablations pipeline-check test lab bench gpu-check report setup notebooks
 .DEFAULT_GOAL := help
 
 ## List the targets (also what a bare `make` does).
@@ -52,6 +52,10 @@ lab: $(STAMP)
 ## The benchmark (throughput, MFU, data path) -> results/bench.md.
 bench: $(STAMP)
 	$(BIN)/python -m fgvc.bench
+
+## The GPU check on a bare GPU machine (torch + torchvision only; lib/ on PYTHONPATH) -> results/bench_gpu.md.
+gpu-check:
+	PYTHON="$$(test -x $(BIN)/python && echo $(BIN)/python || echo $(PY))" tools/gpu_check.sh
 
 ## Rebuild every table and figure from the committed run records (cheap: no training).
 report: $(STAMP)
