@@ -94,7 +94,9 @@ def test_notebook_uses_the_passed_config_as_given(given_run):
     assert record == cfg
     metrics = io.read_json(tmp / "results/runs/given/metrics.json")
     assert metrics["config_hash"] == cfg["config_hash"] and metrics["machine"] == machine
-    assert set(machine) == {"device", "torch_threads", "cpu_capability", "torch", "python"}
+    assert {"device", "torch_threads", "cpu_capability", "torch", "python", "amp",
+            "channels_last"} <= set(machine)
+    assert machine["amp"] != "auto" and isinstance(machine["channels_last"], bool)
     assert machine["device"] in ("cpu", "cuda") and config_hash({**cfg, "machine": machine}) == cfg["config_hash"]
 
 
