@@ -71,7 +71,7 @@ def resolve_machine(cfg: dict) -> dict:
     fast = fastpath.resolve(t["amp"], t["channels_last"], str(device), cfg["model"]["backbone"])
     return {"device": str(device), "amp": fast["amp"], "channels_last": fast["channels_last"],
             "torch_threads": torch.get_num_threads(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_capability": fastpath.cpu_capability(),
             "cpu_kind": fast["cpu_kind"], "native_bf16": fast["native_bf16"],
             "fastpath": fast["fastpath"],
             "torch": torch.__version__, "python": platform.python_version()}
