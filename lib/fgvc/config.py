@@ -138,21 +138,44 @@ def resolve(method: str, variant: str = "full", dataset: str | None = None,
     cfg = _merge(base, prof.get("methods", {}).get(method) or {}, f"profile {profile} methods.{method}.")
     cfg = _merge(cfg, {"model": variants[variant].get("cfg", {})}, f"variant {variant}: ")
     over = dotted_to_nested(overrides or {})
+    protocol = over.pop("protocol", prof.get("protocol", "val"))
     unknown = sorted(set(over) - set(SECTIONS))
     if unknown:
         raise ValueError(f"unknown override section(s) {unknown}; valid: {list(SECTIONS)} "
-                         "(e.g. 'train.epochs', 'model.backbone')")
+                         "or 'protocol' (e.g. 'train.epochs', 'model.backbone')")
     cfg = _merge(cfg, over, "")
+    if protocol == "paper" and "val_fraction" not in over.get("data", {}):
+        cfg["data"]["val_fraction"] = 0.0   # the papers train on the whole training set
     if "input_size" not in over.get("model", {}):
         cfg["model"]["input_size"] = cfg["data"]["crop"]
+    _check_protocol(protocol, cfg)
     _check_combinations(cls, cfg)
 
     run = {"method": method, "variant": variant, "dataset": dataset, "profile": profile,
-           "seed": seed, "data_root": portable_path(data_root), "overrides": overrides or {}}
+           "protocol": protocol, "seed": seed, "data_root": portable_path(data_root), "overrides": overrides or {}}
     cfg = {**run, **cfg}
     cfg["config_hash"] = config_hash(cfg)
     cfg["run_id"] = run_id or default_run_id(cfg)
     return cfg
+
+
+PROTOCOLS = {
+    "val": "held-out validation split of the training set, the best epoch on it is tested",
+    "paper": "the whole training set, the final epoch is tested (our reading of the papers)",
+}
+
+
+def _check_protocol(protocol: str, cfg: dict) -> None:
+    """`protocol` decides the split and the tested epoch (see PROTOCOLS)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r}; valid: {sorted(PROTOCOLS)}")
+    frac = cfg["data"]["val_fraction"]
+    if protocol == "val" and not frac > 0:
+        raise ValueError("protocol 'val' selects the best epoch on a held-out split: "
+                         f"data.val_fraction must be > 0, got {frac}")
+    if protocol == "paper" and frac:
+        raise ValueError("protocol 'paper' trains on the whole training set: data.val_fraction "
+                         f"must be 0, got {frac}")
 
 
 def _check_combinations(cls: type, cfg: dict) -> None:
@@ -171,7 +194,7 @@ def _check_combinations(cls: type, cfg: dict) -> None:
             raise ValueError(f"train.{key} must be >= 1, got {t[key]}")
 
 
-RESOLVED_KEYS = ("method", "variant", "dataset", "profile", "seed", "data_root", "overrides",
+RESOLVED_KEYS = ("method", "variant", "dataset", "profile", "protocol", "seed", "data_root", "overrides",
                  *SECTIONS, "config_hash", "run_id")
 
 
