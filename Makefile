@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export TQDM_DISABLE ?=
 
-.PHONY: help study ablations pipeline-check test lab bench gpu-check report setup notebooks
+.PHONY: help study sweep ablations pipeline-check test lab bench gpu-check report setup notebooks
 .DEFAULT_GOAL := help
 
 ## List the targets (also what a bare `make` does).
@@ -29,6 +29,10 @@ $(STAMP): requirements.txt pyproject.toml
 study: $(STAMP)
 	$(BIN)/python -m fgvc.grid --profile transfer
 	$(BIN)/python -m fgvc.report --profile transfer
+
+## The lr sweep on validation that chose each method's lr (results/sweep/, not part of the study's time).
+sweep: $(STAMP)
+	$(BIN)/python -m fgvc.sweep --run --profile transfer
 
 ## Every other ablation row of every paper (transfer profile), then the report.
 ablations: $(STAMP)

@@ -1,0 +1,125 @@
+"""The learning-rate sweep that chooses each method's lr for the default study, on validation.
+
+    python -m fgvc.sweep --run [--profile transfer]     # train the sweep's runs (make sweep)
+    python -m fgvc.sweep [--profile transfer]           # table and choice from the records
+
+Every method's `full` variant is trained once per value of `LRS` (seed 0, the profile's
+budget: same epochs, images and input size for every method) with the grid `sweep` of the
+profile, into results/sweep/ (its own records, not counted in the study's time). The choice
+per method is the lr with the best validation top-1 (best epoch); the test split is never
+read. A tie, or a gain of no more than one validation image over the profile's lr, keeps the
+profile's lr, because one image of 120 is within the split's noise. The chosen values are
+copied by hand into the profile's per-method overrides (`methods.<m>.train.lr`), which
+tests/test_sweep.py checks against the committed records.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from . import io
+from .config import load_profile
+from .paths import ROOT, checkpoints_dir, results_dir
+
+LRS = (0.01, 0.02, 0.04)
+
+
+def sweep_root() -> Path:
+    return results_dir() / "sweep"
+
+
+def load_sweep(root: Path | None = None, profile: str = "transfer") -> pd.DataFrame:
+    """One row per finished sweep run: method, lr, val top-1 (best epoch), epochs, seconds."""
+    root = root or sweep_root()
+    rows = []
+    for mpath in sorted((root / "runs").glob("*/metrics.json")):
+        m, cfg = io.read_json(mpath), io.read_json(mpath.parent / "config.json")
+        if cfg["profile"] != profile:
+            continue
+        rows.append({"method": m["method"], "variant": m["variant"], "seed": m["seed"],
+                     "lr": cfg["train"]["lr"], "val_top1": m["val_top1"],
+                     "best_epoch": m["best_epoch"], "n_val": m["n_val"],
+                     "wall_time_s": m["wall_time_s"], "run_id": m["run_id"]})
+    return pd.DataFrame(rows, columns=["method", "variant", "seed", "lr", "val_top1",
+                                       "best_epoch", "n_val", "wall_time_s", "run_id"])
+
+
+def choose(table: pd.DataFrame, default_lr: float) -> pd.DataFrame:
+    """Per method: the lr chosen by the rule of the module docstring, with the margin."""
+    out = []
+    for method, g in table.groupby("method", sort=False):
+        g = g.sort_values("lr")
+        best = g.loc[g["val_top1"].idxmax()]
+        base = g[g["lr"] == default_lr]
+        one_image = 100.0 / max(int(g["n_val"].max()), 1)
+        keep = not base.empty and best["val_top1"] - base["val_top1"].iloc[0] <= one_image + 1e-9
+        chosen = default_lr if keep else float(best["lr"])
+        out.append({"method": method, "chosen_lr": chosen,
+                    "best_val_top1": float(best["val_top1"]),
+                    "val_top1_at_default": float(base["val_top1"].iloc[0]) if not base.empty else None,
+                    "lrs_tried": len(g)})
+    return pd.DataFrame(out)
+
+
+def wide(table: pd.DataFrame) -> pd.DataFrame:
+    """Methods x lr of val top-1 (the README's sweep table)."""
+    w = table.pivot_table(index="method", columns="lr", values="val_top1", aggfunc="mean")
+    w.columns = [f"lr {c:g}" for c in w.columns]
+    return w.round(1)
+
+
+def report(profile: str = "transfer", root: Path | None = None) -> pd.DataFrame:
+    root = root or sweep_root()
+    table = load_sweep(root, profile)
+    if table.empty:
+        print(f"sweep: no finished runs under {root}/runs")
+        return table
+    default_lr = load_profile(profile)["train"]["lr"]
+    chosen = choose(table, default_lr)
+    io.write_text(root / "sweep.csv", table.to_csv(index=False))
+    io.write_text(root / "chosen.csv", chosen.to_csv(index=False))
+    md = (f"Validation top-1 (%) of each method's full model by learning rate, profile "
+          f"{profile}, seed 0, protocol val (best epoch; {int(table['n_val'].max())} val images, "
+          f"one image = {100 / table['n_val'].max():.2f} points). Test is not read.\n\n"
+          + wide(table).to_markdown() + "\n\nChosen (a gain of one val image or less keeps "
+          f"the profile's lr {default_lr:g}):\n\n" + chosen.to_markdown(index=False) + "\n")
+    io.write_text(root / "sweep.md", md)
+    print(md)
+    return chosen
+
+
+def run_sweep(profile: str = "transfer", methods: str | None = None,
+              lrs: tuple[float, ...] = LRS) -> int:
+    """Train every sweep run (resumable: the grid skips finished runs)."""
+    env = {**os.environ, "FGVC_RESULTS": str(sweep_root()),
+           "FGVC_CHECKPOINTS": str(checkpoints_dir() / "sweep")}
+    rc = 0
+    for lr in lrs:
+        cmd = [sys.executable, "-m", "fgvc.grid", "--profile", profile, "--grid", "sweep",
+               "--set", f"train.lr={lr}"] + (["--methods", methods] if methods else [])
+        rc |= subprocess.call(cmd, env=env, cwd=ROOT)
+    return rc
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fgvc.sweep", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default="transfer")
+    p.add_argument("--run", action="store_true", help="train the sweep's runs first")
+    p.add_argument("--methods", help="comma-separated methods (with --run)")
+    p.add_argument("--lrs", default=",".join(f"{x:g}" for x in LRS),
+                   help="comma-separated learning rates (with --run)")
+    a = p.parse_args(argv)
+    lrs = tuple(float(x) for x in a.lrs.split(","))
+    rc = run_sweep(a.profile, a.methods, lrs) if a.run else 0
+    report(a.profile)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

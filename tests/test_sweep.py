@@ -1,0 +1,55 @@
+"""The lr sweep's choice rule and table, on hand-made records (no training)."""
+import json
+
+import pandas as pd
+import pytest
+
+from fgvc import sweep
+
+
+def _table(rows):
+    return pd.DataFrame([{"method": m, "lr": lr, "val_top1": v, "n_val": 120}
+                         for m, lr, v in rows])
+
+
+def test_choice_keeps_the_default_unless_the_gain_exceeds_one_validation_image():
+    t = _table([("a", 0.01, 50.0), ("a", 0.02, 60.0), ("a", 0.04, 60.8),     # +0.8 < 1 image
+                ("b", 0.01, 40.0), ("b", 0.02, 50.0), ("b", 0.04, 52.5),     # +2.5 > 1 image
+                ("c", 0.01, 70.0), ("c", 0.02, 55.0)])                       # lower lr wins
+    got = sweep.choose(t, default_lr=0.02).set_index("method")
+    assert got.loc["a", "chosen_lr"] == 0.02
+    assert got.loc["b", "chosen_lr"] == 0.04
+    assert got.loc["c", "chosen_lr"] == 0.01
+    assert got.loc["b", "best_val_top1"] == 52.5 and got.loc["b", "val_top1_at_default"] == 50.0
+    assert got.loc["c", "lrs_tried"] == 2
+
+
+def test_report_reads_records_and_never_the_test_split(tmp_path, monkeypatch):
+    monkeypatch.setenv("FGVC_RESULTS", str(tmp_path))
+    for i, (lr, val, test) in enumerate([(0.01, 40.0, 99.0), (0.02, 45.0, 1.0)]):
+        d = tmp_path / "sweep" / "runs" / f"r{i}"
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps({"profile": "transfer", "train": {"lr": lr}}))
+        (d / "metrics.json").write_text(json.dumps({
+            "method": "baseline", "variant": "full", "seed": 0, "val_top1": val,
+            "test_top1": test, "best_epoch": 5, "n_val": 120, "wall_time_s": 1.0,
+            "run_id": f"r{i}"}))
+    chosen = sweep.report("transfer")
+    assert chosen["chosen_lr"].tolist() == [0.02]          # best on val (45 > 40), not on test
+    md = (tmp_path / "sweep" / "sweep.md").read_text()
+    assert "| baseline |" in md and "lr 0.01" in md and "99" not in md
+    assert pd.read_csv(tmp_path / "sweep" / "sweep.csv")["val_top1"].dtype.kind == "f"
+
+
+@pytest.mark.parametrize("method", ["baseline", "ma_ea", "lafe", "pcanet", "focus"])
+def test_profile_lr_is_the_committed_sweep_choice(method):
+    """The default profile's per-method lr equals the choice from the committed sweep records."""
+    from fgvc.config import resolve
+    from fgvc.paths import ROOT
+    chosen = ROOT / "results" / "sweep" / "chosen.csv"
+    if not chosen.is_file():
+        pytest.skip("no committed sweep")
+    c = pd.read_csv(chosen).set_index("method")
+    if method not in c.index:
+        pytest.skip(f"{method} not swept")
+    assert resolve(method)["train"]["lr"] == pytest.approx(c.loc[method, "chosen_lr"])
