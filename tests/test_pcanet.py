@@ -1,4 +1,4 @@
-"""pcanet (seed 002): co-attention, attention erase, centre loss, ablation switches, eval cost."""
+"""pcanet (seed 002): co-attention, BAP, attention erase, centre losses, CE reduction, switches, cost."""
 import math
 
 import pytest
@@ -9,7 +9,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from fgvc.layers.coattention import co_attend, co_attention_weights, pair_weights
 from fgvc.layers.erase import erase_mask
 from fgvc.methods import create_method
-from fgvc.methods.pcanet import CenterLoss, attention_map
+from fgvc.methods.pcanet import (CenterLoss, PCANetConfig, attention_map,
+                                 bilinear_attention_pool, check_pairs)
 
 # A hand-worked pair: c = 2 channels, l = 3 positions.
 F1 = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 1.0]])
@@ -71,6 +72,20 @@ def test_unshared_weights_are_swap_equivariant():
     assert torch.allclose(own[1], torch.tensor([[1.5, 0.5, 0.5], [B + 2 * A, B, A]]), atol=1e-6)
 
 
+def test_default_co_attention_is_per_image_with_the_residual():
+    cfg = PCANetConfig()
+    assert (cfg.ca_shared, cfg.ca_residual) == (False, True)
+    fw = co_attend(_pair(F1, F2), cfg.ca_shared, cfg.ca_residual).view(2, 2, 3)
+    # image 1: W_1 F1' + F1' with W_1 = [[a, b], [1/2, 1/2]]
+    assert torch.allclose(fw[0], torch.tensor([[A + 1, B, 2 * A + B + 2], [0.5, 1.5, 2.5]]),
+                          atol=1e-6)
+    # image 2: W_2 F2' + F2' with W_2 = softmax_row(-(F2' F1'^T)) = [[1/2, 1/2], [b, a]]
+    assert torch.allclose(fw[1], torch.tensor([[2.5, 1.5, 0.5], [B + 2 * A + 2, B, A + 1]]),
+                          atol=1e-6)
+    w = pair_weights(_pair(F1, F2).flatten(2), shared=False)
+    assert torch.allclose(w[1], torch.tensor([[0.5, 0.5], [B, A]]), atol=1e-6)
+
+
 def test_odd_batch_is_refused_in_training_only():
     with pytest.raises(ValueError, match="pairs"):
         pair_weights(torch.rand(3, 4, 5))
@@ -102,18 +117,61 @@ def test_erased_image_is_zero_exactly_where_the_mask_says(cfg):
     # branch classifies the erased image.
     with torch.no_grad():
         fmap = model.backbone(x)
-        maps = co_attend(fmap) if model.cfg.use_ca else fmap
-        expect = erase_mask(attention_map(maps, model.cfg.ae_map), (64, 64), model.cfg.ae_theta)
+        cfg = model.cfg
+        maps = fmap[:, :cfg.num_attention]                           # the M BAP maps
+        if cfg.use_ca:
+            maps = co_attend(maps, cfg.ca_shared, cfg.ca_residual)
+        expect = erase_mask(attention_map(maps, cfg.ae_map), (64, 64), cfg.ae_theta)
         assert torch.equal(mask, expect)
-        logits_ae = model.fc(model.backbone(erased).mean((2, 3)))
+        fe_map = model.backbone(erased)
+        fe = bilinear_attention_pool(fe_map, fe_map[:, :cfg.num_attention])
+        assert torch.allclose(out["logits_ae"], model.fc(100 * fe), atol=1e-4)
+        if cfg.use_ca:
+            fw = bilinear_attention_pool(fmap, maps)
+            assert torch.allclose(out["logits_ca"], model.fc(100 * fw), atol=1e-4)
+
+
+def test_gap_branches_classify_the_pooled_maps():
+    model, (x, y) = _model(pooling="gap", ca_shared=True, ca_residual=False).train(), _batch()
+    out = model(x, y)
+    with torch.no_grad():
+        fmap = model.backbone(x)
+        fw = co_attend(fmap)
+        assert torch.equal(out["erase_mask"], erase_mask(attention_map(fw), (64, 64), 0.5))
+        assert torch.allclose(out["logits_ca"], model.fc(fw.mean((2, 3))), atol=1e-5)
+        logits_ae = model.fc(model.backbone(out["erased"]).mean((2, 3)))
         assert torch.allclose(out["logits_ae"], logits_ae, atol=1e-5)
-        if model.cfg.use_ca:
-            assert torch.allclose(out["logits_ca"], model.fc(maps.mean((2, 3))), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------- BAP
+def test_bilinear_attention_pooling_hand_computation():
+    # C = 2 feature channels, M = 2 attention maps, h x w = 1 x 2.
+    fmap = torch.tensor([[[[1.0, 3.0]], [[-2.0, 2.0]]]])        # (1, 2, 1, 2)
+    att = torch.tensor([[[[2.0, 0.0]], [[1.0, 1.0]]]])          # (1, 2, 1, 2)
+    # v[m, c] = mean over positions of att_m * fmap_c:
+    #   m = 0: [(2*1 + 0*3)/2, (2*-2 + 0*2)/2] = [1, -2];  m = 1: [(1 + 3)/2, (-2 + 2)/2] = [2, 0]
+    s = lambda v: math.sqrt(v + 1e-5)                           # noqa: E731
+    signed = torch.tensor([s(1), -s(2), s(2), 0.0])             # sign(0) = 0 keeps the zero
+    expect = signed / math.sqrt(1 + 2 + 2 + 3e-5)               # L2 norm of the signed sqrt
+    got = bilinear_attention_pool(fmap, att)
+    assert torch.allclose(got, expect[None], atol=1e-6)
+    assert torch.isclose(got.norm(), torch.tensor(1.0))
+
+
+def test_bap_head_is_the_default_and_feeds_the_fc_scaled_by_100():
+    model, (x, y) = _model(num_attention=4).train(), _batch()
+    assert model.cfg.pooling == "bap" and model.fc.in_features == 4 * 512
+    out = model(x, y)
+    with torch.no_grad():
+        fmap = model.backbone(x)
+        feat = bilinear_attention_pool(fmap, fmap[:, :4])
+    assert torch.allclose(out["features"], feat, atol=1e-6)
+    assert torch.allclose(out["logits"], model.fc(100 * feat), atol=1e-4)
 
 
 # --------------------------------------------------------------------------- centre loss
-def test_center_loss_value_gradient_and_decrease_towards_centres():
-    cl = CenterLoss(3, 2, rate=0.5)
+def test_wen_center_loss_value_gradient_and_decrease_towards_centres():
+    cl = CenterLoss(3, 2, rate=0.5, form="wen")
     cl.centers.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]]))
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [3.0, 3.0]], requires_grad=True)
     y = torch.tensor([0, 0, 1])
@@ -126,8 +184,8 @@ def test_center_loss_value_gradient_and_decrease_towards_centres():
     assert losses[0] > losses[1] > losses[2] > losses[3] == 0
 
 
-def test_center_update_follows_wen_et_al():
-    cl = CenterLoss(3, 2, rate=0.5)
+def test_wen_center_update_follows_wen_et_al():
+    cl = CenterLoss(3, 2, rate=0.5, form="wen")
     cl.centers.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]]))
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [3.0, 3.0]])
     cl.update(x, torch.tensor([0, 0, 1]))
@@ -136,22 +194,120 @@ def test_center_update_follows_wen_et_al():
     assert torch.allclose(cl.centers, expect)
 
 
+# Unit-norm features for the authors' form: classes 0, 0, 1.
+XU = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+YU = torch.tensor([0, 0, 1])
+
+
+def test_authors_center_loss_reads_normalised_centres_without_the_half():
+    cl = CenterLoss(3, 2, rate=0.5)
+    assert cl.form == "authors"
+    # zero centres read as zero: each unit feature is at squared distance 1
+    assert torch.isclose(cl(XU, YU), torch.tensor(1.0))
+    cl.centers.copy_(torch.tensor([[3.0, 4.0], [0.0, 2.0], [7.0, 7.0]]))   # read as
+    # c^_0 = [0.6, 0.8], c^_1 = [0, 1]:  0.16 + 0.64 = 0.8,  0.36 + 0.04 = 0.4,  0.4
+    x = XU.clone().requires_grad_(True)
+    loss = cl(x, YU)
+    assert torch.isclose(loss, torch.tensor((0.8 + 0.4 + 0.4) / 3))
+    loss.backward()
+    c_hat = torch.tensor([[0.6, 0.8], [0.6, 0.8], [0.0, 1.0]])
+    assert torch.allclose(x.grad, 2 * (XU - c_hat) / 3)            # no factor 1/2
+    assert cl.centers.grad is None
+
+
+def test_authors_center_update_moves_one_sample_per_class():
+    cl = CenterLoss(3, 2, rate=0.5)
+    cl.centers.copy_(torch.tensor([[3.0, 4.0], [0.0, 2.0], [7.0, 7.0]]))
+    cl.update(XU, YU)
+    # class 0: only its last sample (x_1 = [0, 1]) moves it: [3, 4] + 0.5 ([0, 1] - [.6, .8])
+    # class 1: [0, 2] + 0.5 ([.6, .8] - [0, 1]);  class 2: no sample, unchanged
+    expect = torch.tensor([[2.7, 4.1], [0.3, 1.9], [7.0, 7.0]])
+    assert torch.allclose(cl.centers, expect, atol=1e-6)
+    # from zero: the stored centre is rate * the feature
+    cl = CenterLoss(3, 2, rate=0.05)
+    cl.update(XU, YU)
+    assert torch.allclose(cl.centers, 0.05 * torch.tensor([[0.0, 1.0], [0.6, 0.8], [0.0, 0.0]]))
+
+
+def test_authors_centre_is_the_latest_feature_of_its_class():
+    """From zero centres the stored centre stays rate * the latest feature (the rate cancels),
+    so the loss compares each feature with the previous batch's last feature of its class."""
+    torch.manual_seed(0)
+    for rate in (0.05, 0.5):
+        cl, last = CenterLoss(4, 6, rate=rate), {}
+        for _ in range(20):
+            y = torch.randint(0, 4, (5,))
+            x = F.normalize(torch.randn(5, 6), dim=1)
+            for i, j in enumerate(y.tolist()):
+                last[j] = x[i]
+            cl.update(x, y)
+            for j, v in last.items():
+                assert torch.allclose(F.normalize(cl.centers[j], dim=0), v, atol=1e-5)
+                assert torch.allclose(cl.centers[j], rate * v, atol=1e-6)
+
+
+def test_invalid_centre_form_lists_the_choices():
+    with pytest.raises(ValueError, match="authors"):
+        CenterLoss(3, 2, 0.1, form="mean")
+
+
+# ------------------------------------------------------------------ eq. 6: CE reduction
+def test_ce_terms_are_averaged_by_default_and_summed_by_the_paper_text():
+    # logits for one sample of class 0: CE = ln 3, ln 2, ln 5 (hand computed)
+    ln2 = math.log(2)
+    out = {"logits": torch.zeros(1, 3), "logits_ca": torch.tensor([[ln2, 0.0, 0.0]]),
+           "logits_ae": torch.tensor([[0.0, ln2, ln2]]), "features": torch.ones(1, 4)}
+    y = torch.tensor([0])
+    mean, parts = _model(use_center=False).loss(out, y)
+    assert torch.allclose(torch.stack([parts["ce"], parts["ce_ca"], parts["ce_ae"]]),
+                          torch.tensor([math.log(3), ln2, math.log(5)]))
+    assert torch.isclose(mean, torch.tensor(math.log(30) / 3))
+    total, _ = _model(use_center=False, ce_reduce="sum").loss(out, y)
+    assert torch.isclose(total, torch.tensor(math.log(30)))
+    two = {k: v for k, v in out.items() if k != "logits_ae"}          # the ca row: 2 CE terms
+    assert torch.isclose(_model(use_center=False).loss(two, y)[0], torch.tensor(math.log(6) / 2))
+
+
 def test_model_loss_is_eq6_and_centres_update_in_training_only():
-    model, (x, y) = _model(center_weight=0.5), _batch()
+    model, (x, y) = _model(center_weight=0.5, num_attention=4), _batch()
     out = model.train()(x, y)
     c0 = model.center.centers.clone()
+    assert not c0.any()
     total, parts = model.loss(out, y)
     assert set(parts) == {"ce", "ce_ca", "ce_ae", "center"}
-    assert torch.isclose(total, parts["ce"] + parts["ce_ca"] + parts["ce_ae"] + 0.5 * parts["center"])
-    feat = F.normalize(out["features"].detach(), dim=1)
-    assert torch.isclose(parts["center"], 0.5 * (feat - c0[y]).pow(2).sum(1).mean())
-    assert not torch.equal(model.center.centers, c0)
-    # Same features again: the centres moved towards them, so the centre loss went down.
+    ce_mean = (parts["ce"] + parts["ce_ca"] + parts["ce_ae"]) / 3
+    assert torch.isclose(total, ce_mean + 0.5 * parts["center"])
+    feat = out["features"].detach()                        # BAP: unit norm already
+    assert torch.allclose(feat.norm(dim=1), torch.ones(4))
+    assert torch.isclose(parts["center"], torch.tensor(1.0))   # zero centres: distance 1 each
+    # one sample per class moved its centre: the batch's last of class 0 (image 2), of 1 (3)
+    assert torch.allclose(model.center.centers[:2], 0.05 * feat[[2, 3]])
+    # Same features again: the centres moved to them, so the centre loss went down.
     _, parts2 = model.loss(out, y)
     assert parts2["center"] < parts["center"]
     c1 = model.center.centers.clone()
     model.eval().loss(out, y)
     assert torch.equal(model.center.centers, c1)
+
+
+def test_paper_text_variant_is_the_literal_reading():
+    from fgvc.config import load_variants
+
+    spec = load_variants("pcanet")["paper_text"]
+    assert spec["paper"] == {}
+    model, (x, y) = _model(center_weight=0.5, **spec["cfg"]), _batch()
+    assert model.fc.in_features == 512 and model.center.form == "wen"
+    out = model.train()(x, y)
+    total, parts = model.loss(out, y)
+    assert torch.isclose(total, parts["ce"] + parts["ce_ca"] + parts["ce_ae"] + 0.5 * parts["center"])
+    feat = F.normalize(out["features"].detach(), dim=1)
+    assert torch.isclose(parts["center"], 0.5 * feat.pow(2).sum(1).mean())
+    with torch.no_grad():
+        fw = co_attend(model.backbone(x))                  # one W per pair, no residual
+    assert torch.allclose(out["logits_ca"], model.fc(fw.mean((2, 3))), atol=1e-5)
+    # the ablation rows keep their switches and leave the five choices at the defaults
+    for row in ("ca", "ae", "ca_center", "ae_center", "full"):
+        assert set(load_variants("pcanet")[row]["cfg"]) <= {"use_ca", "use_ae", "use_center"}
 
 
 # ------------------------------------------------------------------------ ablation switches
@@ -163,7 +319,7 @@ def test_model_loss_is_eq6_and_centres_update_in_training_only():
     ({"use_ca": False}, {"logits_ae"}, {"ce", "ce_ae", "center"}),
 ])
 def test_each_switch_removes_exactly_its_part(cfg, branches, parts):
-    model, (x, y) = _model(**cfg).train(), _batch()
+    model, (x, y) = _model(num_attention=4, **cfg).train(), _batch()
     calls = []
     model.backbone.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
     out = model(x, y)
@@ -172,8 +328,9 @@ def test_each_switch_removes_exactly_its_part(cfg, branches, parts):
     total, got = model.loss(out, y)
     assert set(got) == parts
     assert (model.center is None) == ("center" not in parts)
-    assert torch.isclose(total, sum(v * (model.cfg.center_weight if k == "center" else 1)
-                                    for k, v in got.items()))
+    ce = [v for k, v in got.items() if k != "center"]
+    expect = sum(ce) / len(ce) + model.cfg.center_weight * got.get("center", 0.0)
+    assert torch.isclose(total, torch.as_tensor(expect))
 
 
 def test_invalid_settings_list_the_choices():
@@ -181,11 +338,17 @@ def test_invalid_settings_list_the_choices():
         _model(ae_map="mean")
     with pytest.raises(ValueError, match="gap"):
         _model(pooling="avg")
+    with pytest.raises(ValueError, match="'mean', 'sum'"):
+        _model(ce_reduce="max")
+    with pytest.raises(ValueError, match="'authors', 'wen'"):
+        _model(center_form="l2")
+    with pytest.raises(ValueError, match="num_attention"):
+        _model(num_attention=513)
 
 
 # ------------------------------------------------------------------------- bap, backbones
-def test_bap_pooling_and_other_backbone():
-    model, (x, y) = _model(pooling="bap", num_attention=4).train(), _batch()
+def test_bap_gradients_and_the_study_backbone():
+    model, (x, y) = _model(num_attention=4).train(), _batch()
     out = model(x, y)
     assert out["features"].shape == (4, 4 * 512)
     assert torch.allclose(out["features"].norm(dim=1), torch.ones(4))
@@ -196,7 +359,8 @@ def test_bap_pooling_and_other_backbone():
     eff = create_method("pcanet", 3, backbone="efficientnet_lite0", input_size=64).train()
     total, _ = eff.loss(eff(x, y), y)
     total.backward()
-    assert eff.fc.in_features == 1280 and next(eff.backbone.parameters()).grad is not None
+    assert eff.fc.in_features == 32 * 1280 and eff.center.centers.shape == (3, 32 * 1280)
+    assert next(eff.backbone.parameters()).grad is not None
 
 
 # ------------------------------------------------------------------------- inference cost
@@ -206,26 +370,26 @@ def _eval_flops(model, x) -> int:
     return counter.get_total_flops()
 
 
-def test_eval_flops_equal_the_baseline():
+def test_eval_flops_are_the_baseline_plus_the_bap_head():
     x = torch.randn(2, 3, 64, 64)
     torch.manual_seed(0)
     base = _eval_flops(create_method("baseline", 3, backbone="resnet18", input_size=64), x)
-    assert _eval_flops(_model(), x) == base
-    # BAP head: backbone + the (M x C) pooling product + a wider FC, nothing else.
-    m, c, hw, k = 4, 512, 2 * 2, 3
+    assert _eval_flops(_model(pooling="gap"), x) == base
+    # BAP head (default): backbone + the (M x C) pooling product + a wider FC, nothing else.
+    m, c, hw, k = 32, 512, 2 * 2, 3
     base_fc = 2 * 2 * c * k
-    bap = _eval_flops(_model(pooling="bap", num_attention=m), x)
-    assert bap == base - base_fc + 2 * 2 * m * c * hw + 2 * 2 * m * c * k
+    assert _eval_flops(_model(), x) == base - base_fc + 2 * 2 * m * c * hw + 2 * 2 * m * c * k
 
 
 def test_training_batch_whose_pairs_differ_in_label_names_the_sampler():
-    from fgvc.methods.pcanet import check_pairs
-
     check_pairs(torch.tensor([3, 1, 3, 1]))  # halves share labels: fine
     with pytest.raises(ValueError, match="PairedBatchSampler with mode='halves'"):
         check_pairs(torch.tensor([3, 1, 1, 3]))
     with pytest.raises(ValueError, match="share a label"):
         check_pairs(torch.tensor([3, 1, 3]))
     model = create_method("pcanet", 4, backbone="resnet18", input_size=64).train()
-    with pytest.raises(ValueError, match="PairedBatchSampler"):
+    with pytest.raises(ValueError, match=r"fgvc\.data\.samplers\.PairedBatchSampler"):
         model(torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 3]))
+    # adjacent-pair batches (another method's layout) are refused too
+    with pytest.raises(ValueError, match="i \\+ B/2"):
+        model(torch.randn(4, 3, 64, 64), torch.tensor([0, 0, 1, 1]))

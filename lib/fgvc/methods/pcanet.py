@@ -1,47 +1,81 @@
-"""pcanet: Progressive Co-Attention Network (Zhang, Chang, Ma, Guo, VCIP 2021; seed 002).
+"""pcanet: Progressive Co-Attention Network (VCIP 2021; seed 002).
 
 What it does (training; batches hold same-class pairs, image i and i + B/2):
 1. F_O: backbone features of the original images, pooled and classified (CE). This branch
-   alone is the test-time prediction, so eval costs exactly the backbone and its head.
+   alone is the test-time prediction, so eval costs the backbone and its pooling head.
 2. CA module (sec. 3.1, `use_ca`): for each pair W = softmax_row(-(F1' F2'^T)) (c x c),
-   F_W = W F' (fgvc.layers.coattention); the pooled F_W is classified (CE).
+   F_W = W F' (+ F') (fgvc.layers.coattention); the pooled F_W is classified (CE).
 3. AE module (sec. 3.2, `use_ae`): an attention map is taken from F_W, upsampled to the
    image, thresholded at theta; the erased image I * M goes through the same network again
    and its pooled features F_E are classified (CE) (fgvc.layers.erase).
-4. Centre loss (sec. 3.3, `use_center`, Wen et al. ECCV 2016) on the pooled F_O.
-   L = CE(F_O) + CE(F_W) + CE(F_E) + lambda * L_cen (eq. 6). One FC layer classifies all
-   three ("a fully-connection layer"; the authors' code shares it too).
+4. Centre loss (sec. 3.3, `use_center`) on the pooled F_O.
+   L = CE(F_O) + CE(F_W) + CE(F_E) + lambda * L_cen (eq. 6), the CE terms averaged by
+   default (`ce_reduce`). One FC layer classifies all three ("These features are then fed
+   to a fully-connection layer"; the authors' code shares it too).
 
-Choices where the paper is unclear (alternatives are Config fields):
-- Pair order (`ca_shared`): eq. 2 applies one W, computed from (F1, F2), to both images, so
-  the first image of the pair defines W's rows and swapping the pair changes W to
-  softmax_row(-(F2' F1'^T)) (default, paper). `ca_shared=False`: each image gets its own W
-  with itself as the row image (authors' code), symmetric under swapping. The authors' code
-  also adds the input back, F_W = W F' + F' (`ca_residual`, off by default: not in the text).
+Defaults: the authors' code's five choices (issue 18). None of them was chosen by a
+measurement in this study (not measured in this study); they follow the authors' code
+where the text is silent or, for three of them, where the text reads otherwise. The literal
+reading of the text (gap, shared W, no residual, sum, Wen's form) is the variant
+`paper_text` in configs/variants/pcanet.yaml.
+
+- Pooling (`pooling`, default "bap"). The text: "We remove the last pooling layer and
+  fully-connected layer, and add a bilinear pooling to generate a more powerful feature
+  representation", and the centre loss acts on "the bilinear feature vector of each
+  sample". It gives no details; the authors' code uses WS-DAN-style bilinear attention
+  pooling, which we follow: the first `num_attention` (32, as the authors' code) channels
+  A of the last feature map are attention maps, the feature is (A F^T) / hw, (M x C),
+  flattened, signed square root sqrt(|x| + 1e-5) * sign(x), L2-normalised, and it enters
+  the FC scaled by 100 (the authors' code's factor). Co-attention then acts on the M maps
+  and F_W replaces A in the pooling. "gap" (global average pooling, the baseline's head)
+  is the literal fallback: with it the CA branch is nearly degenerate (softmax(-F1 F2^T)
+  puts its mass on channels that are weak in the pair, so GAP(F_W) hardly varies).
+  Not reproduced: the authors cut layer4 short (maps from inside its second bottleneck,
+  512 feature channels, attention = 32 channels of the next convolution), which is
+  specific to ResNet bottlenecks; we pool the backbone's full last stage, so on
+  EfficientNet-Lite0 the feature is 32 x 1280 = 40960-dim.
+- Residual (`ca_residual`, default True): the authors' code adds the input back,
+  F_W = W F' + F'. Eq. 2 writes F_W = W F' only.
+- W per image (`ca_shared`, default False): the authors' code gives each image its own W
+  with itself as the row image, W_1 = softmax_row(-(F1' F2'^T)) for image 1 and
+  W_2 = softmax_row(-(F2' F1'^T)) for image 2, which is symmetric under swapping the pair.
+  Eq. 2 applies one W, from (F1, F2), to both images (`ca_shared=True`).
+- CE reduction (`ce_reduce`, default "mean"): the authors' code divides the sum of its CE
+  terms by their number (six, three per image of the pair) and adds the centre loss
+  unscaled; we average the CE terms present (3 in `full`, 2 in the single-module rows).
+  Eq. 6 writes the sum, L = sum_i L_cls + lambda L_cen ("sum").
+- Centre loss (`center_form`, default "authors"). The text only says "For each category,
+  a feature vector is calculated as the center of the corresponding category, and it will
+  be continuously updated during training phase" (Wen et al.'s centre loss, ref. 25), with
+  an unstated weight lambda. The authors' code, in our words: the centres are a (K, D)
+  store, zeros at start; the loss reads each sample's centre L2-normalised (a zero centre
+  stays zero) and is the batch mean of ||x_i - c^_{y_i}||^2 on the unit-norm BAP feature,
+  with no factor 1/2 and weight 1; after the step the stored centre of each class in the
+  batch moves by (1 - 0.95) (x_i - c^_{y_i}) for ONE sample i of that class (an indexed
+  += with repeated labels keeps one write; we take the class's last sample in the batch,
+  which makes it deterministic). Consequence (exact, tested): from zero centres, the
+  stored centre is always 0.05 x of the latest such sample, so its normalised read-out IS
+  that sample's feature and the rate plays no role: the loss pulls each feature towards
+  the last feature of its class seen in an earlier batch. "wen": 1/2 mean_i ||x_i -
+  c_{y_i}||^2 on the raw centres, which move by Wen's rule c_j -= alpha * sum_{y_i=j}
+  (c_j - x_i) / (1 + n_j). `center_weight` lambda 1.0 and `center_rate` alpha 0.05 are
+  the authors' code's (weight 1, alpha = 1 - 0.95) for both forms. `center_normalize`
+  (default on) L2-normalises x_i first; with BAP the feature is unit-norm already, with
+  GAP the raw features of a ResNet-50 have norms near 30 and would swamp the CE. The
+  authors' code applies the centre loss to the first image of each pair only; we apply
+  it to the pooled F_O of every image of the batch.
+
+Other choices where the paper is unclear (not measured in this study):
 - Attention map (`ae_map`): the text picks the channel of F_W with the largest GAP value
-  ("max_channel", default); eq. 3 writes a max over channels ("max_over_channels").
-  Without CA (variants `ae`, `ae_center`) the map is taken from F_O in the same way.
+  ("We perform global average pooling on the feature maps weighted by CA-Module and rank
+  them in descending order. Then we select the feature maps corresponding to the maximum
+  value as the attention map"; "max_channel", default); eq. 3 writes a max over channels
+  ("max_over_channels"). Without CA (variants `ae`, `ae_center`) the map is taken from the
+  maps of F_O in the same way. The authors' code instead erases from the ORIGINAL
+  attention maps (not F_W): a channel drawn at random with probability proportional to the
+  square root of its mean, thresholded at U(0.2, 0.5) x its max (WS-DAN's drop).
 - Theta is not given: `ae_theta` = 0.5 on the min-max normalised map (fgvc.layers.erase).
-  The authors' code samples a WS-DAN-style random channel and threshold in [0.2, 0.5] x max.
-- Pooling (`pooling`): the text says "bilinear pooling" without details. Default "gap":
-  global average pooling, the baseline's head, so the study compares the paper's three
-  contributions on the same head and eval costs exactly the baseline. "bap": the authors'
-  code's WS-DAN bilinear attention pooling, the first `num_attention` (32) channels of the
-  last feature map used as attention maps, features (M x C) / hw, signed sqrt, L2 norm,
-  x100 into the FC; co-attention then acts on those M maps. Not reproduced: the authors
-  cut layer4 short (512-channel maps from inside the second bottleneck of layer4), which is
-  specific to ResNet bottlenecks; we pool the backbone's full last stage.
-- Centre loss: lambda (`center_weight`) and the centre update rate alpha (`center_rate`)
-  are not given; defaults 1.0 and 0.05 (the authors' code: weight 1, alpha 1 - 0.95).
-  L_cen = 1/2 mean_i ||x_i - c_{y_i}||^2 (Wen's sum, averaged over the batch so lambda does
-  not depend on the batch size). Centres are a buffer (zeros at start) updated in `loss()`
-  in training mode by Wen's rule, without gradient: c_j -= alpha * sum_{y_i=j} (c_j - x_i)
-  / (1 + n_j). `center_normalize` (default on, as the authors' code): x_i is L2-normalised
-  first; raw GAP features of ResNet-50 have norms near 30, which with lambda = 1 would
-  swamp the cross-entropy. The centre loss uses the original images' features only.
-- Loss: the sum of eq. 6 (default); the authors' code averages the CE terms.
-- F_W is formed literally (W F') although GAP(W F') = W GAP(F') would save one c x c x hw
-  product (~2.5% of a ResNet-50 training step at 448); the AE module needs the maps anyway.
+- F_W is formed literally (W F'); the AE module needs the maps anyway.
 """
 from __future__ import annotations
 
@@ -57,7 +91,9 @@ from .base import Method, MethodConfig
 from .registry import register
 
 AE_MAPS = ("max_channel", "max_over_channels")
-POOLINGS = ("gap", "bap")
+POOLINGS = ("bap", "gap")
+CE_REDUCES = ("mean", "sum")
+CENTER_FORMS = ("authors", "wen")
 
 
 @dataclass
@@ -65,15 +101,17 @@ class PCANetConfig(MethodConfig):
     use_ca: bool = True             # co-attention branch F_W (sec. 3.1)
     use_ae: bool = True             # attention-erase branch F_E (sec. 3.2)
     use_center: bool = True         # centre loss (sec. 3.3)
-    ca_shared: bool = True          # one W per pair for both images (eq. 2); False: own W each
-    ca_residual: bool = False       # F_W = W F' + F' (authors' code)
+    pooling: str = "bap"            # authors' code: WS-DAN bilinear attention pooling; or "gap"
+    num_attention: int = 32         # attention maps M for pooling="bap" (authors' code: 32)
+    ca_shared: bool = False         # False: own W per image (authors' code); True: one W per pair (eq. 2)
+    ca_residual: bool = True        # F_W = W F' + F' (authors' code); False: W F' (eq. 2)
+    ce_reduce: str = "mean"         # mean of the CE terms (authors' code) or "sum" (eq. 6)
     ae_map: str = "max_channel"     # or "max_over_channels" (eq. 3)
     ae_theta: float = 0.5           # erase where the min-max normalised map exceeds theta
-    center_weight: float = 1.0      # lambda in eq. 6
-    center_rate: float = 0.05       # alpha, centre update rate (Wen et al.)
+    center_form: str = "authors"    # authors' code's centre loss, or "wen" (1/2 form, Wen's update)
+    center_weight: float = 1.0      # lambda in eq. 6 (authors' code: 1)
+    center_rate: float = 0.05       # centre update rate (authors' code: 1 - 0.95)
     center_normalize: bool = True   # L2-normalise features before the centre loss
-    pooling: str = "gap"            # or "bap" (authors' code, WS-DAN bilinear attention pooling)
-    num_attention: int = 32         # attention maps for pooling="bap"
 
 
 def check_pairs(target: torch.Tensor) -> None:
@@ -95,35 +133,66 @@ def attention_map(fmap: torch.Tensor, mode: str = "max_channel") -> torch.Tensor
 
 
 def bilinear_attention_pool(fmap: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
-    """WS-DAN BAP: fmap (B, C, h, w), att (B, M, h, w) -> unit-norm (B, M*C) features."""
+    """WS-DAN BAP: fmap (B, C, h, w), att (B, M, h, w) -> unit-norm (B, M*C) features.
+
+    Entry m*C + c is sign(v) sqrt(|v| + 1e-5) with v = mean over positions of att_m * fmap_c,
+    then the whole vector is L2-normalised (an exact zero v stays zero: sign(0) = 0).
+    """
     x = torch.einsum("bmhw,bchw->bmc", att, fmap) / (fmap.shape[2] * fmap.shape[3])  # (B, M, C)
     x = torch.sign(x) * torch.sqrt(x.abs() + 1e-5)
     return F.normalize(x.flatten(1), dim=1)                         # (B, M*C)
 
 
 class CenterLoss(nn.Module):
-    """Centre loss (Wen et al., ECCV 2016): 1/2 mean_i ||x_i - c_{y_i}||^2, centres as a buffer.
+    """Centre loss with its centres as a buffer (zeros at start); two forms.
 
+    form="authors" (the authors' code): L = mean_i ||x_i - c^_{y_i}||^2 with c^ the stored
+    centre L2-normalised (zero stays zero); `update` adds rate * (x_i - c^_{y_i}) to the
+    stored centre of y_i for one sample per class, the class's last in the batch.
+    form="wen" (Wen et al., ECCV 2016): L = 1/2 mean_i ||x_i - c_{y_i}||^2 on the stored
+    centres; `update` is c_j -= rate * sum_{i: y_i = j} (c_j - x_i) / (1 + n_j).
     `forward` computes the loss (gradient flows to the features only); `update` moves the
-    centres by Wen's rule, c_j -= alpha * sum_{i: y_i = j} (c_j - x_i) / (1 + n_j).
+    centres without gradient.
     """
 
-    def __init__(self, num_classes: int, dim: int, rate: float):
+    def __init__(self, num_classes: int, dim: int, rate: float, form: str = "authors"):
         super().__init__()
-        self.rate = rate
+        if form not in CENTER_FORMS:
+            raise ValueError(f"center form {form!r}; valid: {list(CENTER_FORMS)}")
+        self.rate, self.form = rate, form
         self.register_buffer("centers", torch.zeros(num_classes, dim))
+
+    def targets(self, target: torch.Tensor) -> torch.Tensor:
+        """The centres the loss compares with: (B, D) float32."""
+        c = self.centers[target].float()
+        return F.normalize(c, dim=1) if self.form == "authors" else c
 
     def forward(self, feat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """float32 even under autocast: float32 operands, and no op here that autocast lowers."""
-        return 0.5 * (feat.float() - self.centers[target].float()).pow(2).sum(1).mean()
+        dist = (feat.float() - self.targets(target)).pow(2).sum(1)               # (B,)
+        return dist.mean() if self.form == "authors" else 0.5 * dist.mean()
 
     @torch.no_grad()
     def update(self, feat: torch.Tensor, target: torch.Tensor) -> None:
-        diff = self.centers[target] - feat.to(self.centers.dtype)                 # (B, D)
+        feat = feat.to(self.centers.dtype)
+        if self.form == "authors":
+            idx = torch.arange(target.shape[0], device=target.device)
+            last = torch.full_like(self.centers[:, 0], -1, dtype=torch.long).scatter_reduce_(
+                0, target, idx, reduce="amax")                                    # (K,)
+            keep = (last[target] == idx).to(feat.dtype)[:, None]                  # (B, 1)
+            step = self.rate * (feat - self.targets(target).to(feat.dtype)) * keep  # (B, D)
+            self.centers.index_add_(0, target, step)  # one non-zero step per class
+            return
+        diff = self.centers[target] - feat                                        # (B, D)
         delta = torch.zeros_like(self.centers).index_add_(0, target, diff)        # (K, D)
         count = torch.zeros_like(self.centers[:, 0]).index_add_(
             0, target, torch.ones_like(diff[:, 0]))                               # (K,)
         self.centers -= self.rate * delta / (1 + count)[:, None]
+
+
+def _check(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"pcanet.{name} = {value!r}; valid: {list(valid)}")
 
 
 @register
@@ -135,16 +204,16 @@ class PCANet(Method):
 
     def __init__(self, num_classes: int, cfg: PCANetConfig):
         super().__init__(num_classes, cfg)
-        if cfg.ae_map not in AE_MAPS:
-            raise ValueError(f"pcanet.ae_map = {cfg.ae_map!r}; valid: {list(AE_MAPS)}")
-        if cfg.pooling not in POOLINGS:
-            raise ValueError(f"pcanet.pooling = {cfg.pooling!r}; valid: {list(POOLINGS)}")
+        for name, valid in (("ae_map", AE_MAPS), ("pooling", POOLINGS),
+                            ("ce_reduce", CE_REDUCES), ("center_form", CENTER_FORMS)):
+            _check(name, getattr(cfg, name), valid)
         c = self.backbone.out_channels
         if cfg.pooling == "bap" and not 0 < cfg.num_attention <= c:
             raise ValueError(f"pcanet.num_attention must be in 1..{c}, got {cfg.num_attention}")
         dim = c * cfg.num_attention if cfg.pooling == "bap" else c
         self.fc = nn.Linear(dim, num_classes)
-        self.center = CenterLoss(num_classes, dim, cfg.center_rate) if cfg.use_center else None
+        self.center = (CenterLoss(num_classes, dim, cfg.center_rate, cfg.center_form)
+                       if cfg.use_center else None)
 
     def _pool(self, fmap: torch.Tensor, att: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled features (B, D) of fmap (B, C, h, w); `att` replaces the pooled maps (F_W)."""
@@ -178,12 +247,15 @@ class PCANet(Method):
         return out
 
     def loss(self, out: dict, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Eq. 6: CE on F_O, F_W, F_E + lambda * centre loss; updates the centres in training."""
+        """Eq. 6: CE on F_O, F_W, F_E (mean or sum) + lambda * centre loss; updates the centres
+        in training."""
         parts = {"ce": F.cross_entropy(out["logits"], target)}
         for key, name in (("logits_ca", "ce_ca"), ("logits_ae", "ce_ae")):
             if key in out:
                 parts[name] = F.cross_entropy(out[key], target)
         total = sum(parts.values())
+        if self.cfg.ce_reduce == "mean":
+            total = total / len(parts)
         if self.center is not None:
             feat = out["features"].float()
             if self.cfg.center_normalize:
