@@ -2,7 +2,7 @@
 
     make_cub(tmp_path)        -> <tmp>/CUB_200_2011     (index txt files, boxes, parts)
     make_cars(tmp_path)       -> <tmp>                  (cars_train/, cars_test/, devkit/*.mat)
-    make_aircraft(tmp_path)   -> <tmp>/fgvc-aircraft-2013b  (data/images, variants, splits, boxes)
+    make_aircraft(tmp_path)   -> <tmp>/fgvc-aircraft-2013b  (data/images, variants, families, splits, boxes)
 
 Images are small noisy JPEGs (default 40 x 30) whose mean colour encodes the class. The first two
 images each fixture writes are a grayscale and a CMYK JPEG. Aircraft
@@ -56,14 +56,18 @@ def _special_mode(k_global: int) -> str:
 
 
 def make_cub(root: Path, n_classes: int = 3, per_class: int = 4, size: tuple[int, int] = (40, 30),
-             parts: bool = True, boxes: bool = True) -> Path:
+             parts: bool = True, boxes: bool = True, names: list[str] | None = None) -> Path:
     """CUB_200_2011 layout under `root`; images alternate train/test within each class.
 
     Image ids run 1..n_classes*per_class; the k-th image of a class is train when k is even.
     Box of image id i: (i, 2, 20, 15). Parts (3): beak at (i, 5), crown invisible, left wing at (10, i).
+    Class folders are ``NNN.Bird_A``, ``NNN.Bird_B``, ... or ``NNN.<name>`` for `names`
+    (e.g. ``["Black_footed_Albatross", "Laysan_Albatross"]``; `n_classes` is then their number).
     """
     base = Path(root) / "CUB_200_2011"
-    names = [f"{c + 1:03d}.Bird_{chr(65 + c)}" for c in range(n_classes)]
+    if names is not None:
+        n_classes = len(names)
+    names = [f"{c + 1:03d}." + (names[c] if names is not None else f"Bird_{chr(65 + c)}") for c in range(n_classes)]
     images, labels, split, bbs, locs = [], [], [], [], []
     i = 0
     for c, name in enumerate(names):
@@ -102,14 +106,18 @@ def _annotations(rows: list[tuple[int, int, int, int, int, str]], with_class: bo
 
 
 def make_cars(root: Path, n_classes: int = 3, per_class: int = 4, size: tuple[int, int] = (40, 30),
-              test_annos_in_root: bool = False) -> Path:
+              test_annos_in_root: bool = False, class_names: list[str] | None = None) -> Path:
     """Stanford Cars devkit layout under `root`; per class, even k -> train, odd k -> test.
 
     Boxes are 1-based inclusive corners (x1, y1, x2, y2) = (n, 3, n + 19, 17) for the n-th
-    image of its split, i.e. (n - 1, 2, 20, 15) as a 0-based (x, y, w, h) box.
+    image of its split, i.e. (n - 1, 2, 20, 15) as a 0-based (x, y, w, h) box. Class names are
+    ``Make<c> Model<c> Sedan 20<10+c>``, or `class_names` (`n_classes` is then their number).
     """
     root = Path(root)
-    class_names = [f"Make{c} Model{c} Sedan 20{10 + c}" for c in range(n_classes)]
+    if class_names is not None:
+        n_classes = len(class_names)
+    else:
+        class_names = [f"Make{c} Model{c} Sedan 20{10 + c}" for c in range(n_classes)]
     rows = {"train": [], "test": []}
     g = 0
     for c in range(n_classes):
@@ -130,20 +138,26 @@ def make_cars(root: Path, n_classes: int = 3, per_class: int = 4, size: tuple[in
     return root
 
 
-AIRCRAFT_VARIANTS = ["707-320", "Boeing 737-200", "F/A-18", "A320", "DHC-8-100", "Cessna 172"]
+AIRCRAFT_VARIANTS = ["707-320", "Boeing 737-200", "F/A-18", "A320", "DHC-8-100", "Cessna 172", "737-300"]
+AIRCRAFT_FAMILIES = {"707-320": "Boeing 707", "Boeing 737-200": "Boeing 737", "F/A-18": "F/A-18", "A320": "A320",
+                     "DHC-8-100": "DHC-8", "Cessna 172": "Cessna 172", "737-300": "Boeing 737"}  # variant -> family
 
 
 def make_aircraft(root: Path, n_classes: int = 3, per_class: int = 6, size: tuple[int, int] = (40, 50),
-                  banner: int = 20) -> Path:
+                  banner: int = 20, families: bool = True, variants: list[str] | None = None) -> Path:
     """fgvc-aircraft-2013b layout; per class 2/3 trainval (halved into train/val), 1/3 test.
 
     Every image has a red banner of `banner` rows at the bottom. Box of image id n:
     1-based (xmin, ymin, xmax, ymax) = (2, 3, 21, 17) -> 0-based (1, 2, 20, 15).
+    Classes: the first `n_classes` of AIRCRAFT_VARIANTS, or `variants` (names from it).
+    `families`: also write the family level as the real archive does (families.txt, every
+    family of AIRCRAFT_FAMILIES in sorted order, and images_family_{train,val,trainval,test}.txt).
     """
     base = Path(root) / "fgvc-aircraft-2013b"
     data = base / "data"
-    variants = AIRCRAFT_VARIANTS[:n_classes]
+    variants = list(variants) if variants is not None else AIRCRAFT_VARIANTS[:n_classes]
     files = {"train": [], "val": [], "test": []}
+    family_files = {"train": [], "val": [], "test": []}
     boxes = []
     g = 0
     for c, variant in enumerate(variants):
@@ -153,12 +167,19 @@ def make_aircraft(root: Path, n_classes: int = 3, per_class: int = 6, size: tupl
                        _special_mode(g), seed=g, banner=banner)
             which = ("train", "val", "test")[k % 3]
             files[which].append(f"{image_id} {variant}")
+            family_files[which].append(f"{image_id} {AIRCRAFT_FAMILIES[variant]}")
             boxes.append(f"{image_id} 2 3 21 17")
             g += 1
     (data / "variants.txt").write_text("\n".join(variants) + "\n")
     for which, lines in files.items():
         (data / f"images_variant_{which}.txt").write_text("\n".join(lines) + "\n")
     (data / "images_variant_trainval.txt").write_text("\n".join(sorted(files["train"] + files["val"])) + "\n")
+    if families:
+        (data / "families.txt").write_text("\n".join(sorted(set(AIRCRAFT_FAMILIES.values()))) + "\n")
+        for which, lines in family_files.items():
+            (data / f"images_family_{which}.txt").write_text("\n".join(lines) + "\n")
+        (data / "images_family_trainval.txt").write_text(
+            "\n".join(sorted(family_files["train"] + family_files["val"])) + "\n")
     (data / "images_box.txt").write_text("\n".join(boxes) + "\n")
     return base
 

@@ -24,7 +24,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -261,8 +261,12 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer, scheduler, de
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *,
              amp: str | bool = "fp32", channels_last: bool = False, max_steps: int = 0,
-             progress: bool = False) -> dict:
+             progress: bool = False, genus: Sequence[int] | None = None) -> dict:
     """Top-1 and top-5 accuracy (%) and mean CE of the `logits` output, reduced over ranks.
+
+    `genus`: per class, its genus index (``DataBundle.genus_index``); when given, the result
+    also holds the genus-level scores of :func:`genus_summary` (genus_top1,
+    within_genus_top1, errors_in_genus, genus_only_top1).
 
     Under DDP each rank evaluates its own shard with the unwrapped module: a DDP forward
     would broadcast buffers, a collective that hangs when the shards have unequal batch counts.
@@ -271,6 +275,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *,
     model.eval()
     correct1 = correct5 = loss_sum = 0.0
     n = 0
+    gsums = dict.fromkeys(GENUS_COUNTS, 0.0)
     for step, (images, target) in enumerate(tqdm(loader, desc="eval", leave=False,
                                                  disable=not progress)):
         if max_steps and step >= max_steps:
@@ -285,10 +290,60 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *,
         correct1 += (top[:, 0] == target).sum().item()
         correct5 += (top == target[:, None]).any(1).sum().item()
         n += target.shape[0]
-    correct1, correct5, loss_sum, n = _all_reduce([correct1, correct5, loss_sum, n], device)
+        if genus is not None:
+            for k, v in genus_counts(top[:, 0], target, genus).items():
+                gsums[k] += v
+    totals = _all_reduce([correct1, correct5, loss_sum, n] + [gsums[k] for k in GENUS_COUNTS], device)
+    correct1, correct5, loss_sum, n = totals[:4]
+    out = {}
+    if genus is not None:
+        out = genus_summary(dict(zip(GENUS_COUNTS, totals[4:])))
     n = max(n, 1)
     return {"top1": 100 * correct1 / n, "top5": 100 * correct5 / n, "loss": loss_sum / n,
-            "n": int(n)}
+            "n": int(n), **out}
+
+
+GENUS_COUNTS = ("n", "correct", "genus_correct", "genus_only")
+"""The additive counts behind the genus-level scores (sums over batches and ranks)."""
+
+
+def genus_counts(pred: torch.Tensor, target: torch.Tensor, genus: Sequence[int]) -> dict[str, float]:
+    """Counts of :data:`GENUS_COUNTS` for predicted and true class indices, `genus` giving
+    each class's genus index: images, right class, right genus, and the sum over images of
+    1 / (classes in the true genus) (what a classifier that knows the genus and guesses
+    uniformly within it gets right, in expectation)."""
+    pred, target = torch.as_tensor(pred).long().flatten(), torch.as_tensor(target).long().flatten()
+    g = torch.as_tensor(list(genus), dtype=torch.long, device=target.device)
+    size = torch.bincount(g).double()  # classes per genus
+    tg, pg = g[target], g[pred.to(target.device)]
+    return {"n": float(target.numel()), "correct": float((pred.to(target.device) == target).sum()),
+            "genus_correct": float((pg == tg).sum()), "genus_only": float((1.0 / size[tg]).sum())}
+
+
+def genus_summary(counts: dict[str, float]) -> dict[str, float | None]:
+    """Genus-level scores (%) from :func:`genus_counts` totals; None where undefined:
+
+    - genus_top1: the predicted class is in the true class's genus (share of all images);
+    - within_genus_top1: top-1 among the images whose genus was predicted right (None: none);
+    - errors_in_genus: share of the wrong predictions whose class is in the true genus
+      (None: no errors);
+    - genus_only_top1: the reference level of a classifier that knows the genus and guesses
+      uniformly within it, mean over images of 1 / (classes in the genus).
+    """
+    n, c, gc, go = (float(counts[k]) for k in GENUS_COUNTS)
+
+    def pct(a: float, b: float) -> float | None:
+        return 100.0 * a / b if b > 0 else None
+
+    return {"genus_top1": pct(gc, n), "within_genus_top1": pct(c, gc),
+            "errors_in_genus": pct(gc - c, n - c), "genus_only_top1": pct(go, n)}
+
+
+def genus_metrics(pred, target, genus: Sequence[int]) -> dict[str, float | None]:
+    """The genus-level scores of predictions `pred` for `target` (class indices, any
+    sequence or tensor), `genus[c]` being the genus index of class c: pure, see
+    :func:`genus_summary`."""
+    return genus_summary(genus_counts(torch.as_tensor(pred), torch.as_tensor(target), genus))
 
 
 # ------------------------------------------------------------------------- fit

@@ -175,7 +175,8 @@ def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None 
     load_model_state(core, best["model"])
     steps = cfg["train"]["max_steps"]
     val = evaluate(model, val_loader, device, amp=amp, channels_last=channels_last, max_steps=steps)
-    test = evaluate(model, test_loader, device, amp=amp, channels_last=channels_last, max_steps=steps)
+    test = evaluate(model, test_loader, device, amp=amp, channels_last=channels_last, max_steps=steps,
+                    genus=bundle.genus_index)
     hist = state.history
     train_s = sum(h["train_seconds"] for h in hist)
     metrics = {
@@ -184,6 +185,11 @@ def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None 
         "profile": cfg["profile"], "seed": cfg["seed"],
         "val_top1": val["top1"], "val_top5": val["top5"],
         "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["loss"],
+        # fine-grained levels on test (fgvc.engine.genus_summary; None where the dataset has no genera)
+        "test_genus_top1": test.get("genus_top1"), "test_within_genus_top1": test.get("within_genus_top1"),
+        "test_errors_in_genus": test.get("errors_in_genus"), "genus_only_top1": test.get("genus_only_top1"),
+        "chance_top1": 100.0 / bundle.num_classes,
+        "n_genera": len(set(bundle.genera)) if bundle.genera is not None else None,
         "best_epoch": state.best_epoch, "epochs": state.epoch,
         "n_train": len(bundle.train), "n_val": len(bundle.val), "n_test": len(bundle.test),
         "num_classes": bundle.num_classes,

@@ -19,6 +19,7 @@ from .base import (BadImage, CorruptImagesError, DatasetNotFound, ImageDataset, 
                    load_rgb, scan_images)
 from .cars import load_cars
 from .cub import load_cub
+from .genera import CARS_MULTIWORD_MAKES, aircraft_families, cars_make, cub_genus, genus_index, synthbirds_genera
 from .registry import DATASETS, default_root, load_split, load_synthbirds, synthbirds_root
 from .samplers import PairedBatchSampler
 from .splits import stratified_split
@@ -36,6 +37,16 @@ class DataBundle:
     num_classes: int
     split: Split
     bad_images: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def genera(self) -> list[str] | None:
+        """Genus name of each class (fgvc.data.genera), aligned with `classes`; None if unknown."""
+        return self.split.genera
+
+    @property
+    def genus_index(self) -> list[int] | None:
+        """Per class, its genus index: what fgvc.engine.evaluate takes as `genus`."""
+        return self.split.genus_index
 
 
 def build_data(name: str, root: str | os.PathLike | None = None, *, resize: int, crop: int,
@@ -78,7 +89,8 @@ def build_data(name: str, root: str | os.PathLike | None = None, *, resize: int,
         bad_paths = {p for p, _ in bad}
         split = Split(train=[s for s in split.train if s.path not in bad_paths],
                       test=[s for s in split.test if s.path not in bad_paths],
-                      classes=split.classes, part_names=split.part_names, crop_bottom=split.crop_bottom)
+                      classes=split.classes, part_names=split.part_names, crop_bottom=split.crop_bottom,
+                      genera=split.genera)
 
     train_idx, val_idx = stratified_split([s.label for s in split.train], val_fraction, seed)
     train_tf = build_transforms(resize, crop, train=True, rotation=rotation, hflip=hflip, vflip=vflip)
@@ -102,8 +114,9 @@ def build_data(name: str, root: str | os.PathLike | None = None, *, resize: int,
 
 
 __all__ = [
-    "BadImage", "CorruptImagesError", "DATASETS", "DataBundle", "DatasetNotFound", "IMAGENET_MEAN", "IMAGENET_STD",
-    "ImageDataset", "MalformedIndex", "PairedBatchSampler", "Sample", "Split", "build_data", "build_transforms",
-    "default_root", "denormalize", "load_aircraft", "load_cars", "load_cub", "load_rgb", "load_split",
-    "load_synthbirds", "scan_images", "stratified_split",
+    "BadImage", "CARS_MULTIWORD_MAKES", "CorruptImagesError", "DATASETS", "DataBundle", "DatasetNotFound",
+    "IMAGENET_MEAN", "IMAGENET_STD", "ImageDataset", "MalformedIndex", "PairedBatchSampler", "Sample", "Split",
+    "aircraft_families", "build_data", "build_transforms", "cars_make", "cub_genus", "default_root", "denormalize",
+    "genus_index", "load_aircraft", "load_cars", "load_cub", "load_rgb", "load_split", "load_synthbirds",
+    "scan_images", "stratified_split", "synthbirds_genera",
 ]

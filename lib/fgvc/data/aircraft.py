@@ -9,6 +9,7 @@ Layout (``root`` may be ``fgvc-aircraft-2013b`` itself or its parent)::
       images_variant_test.txt           <image_id> <variant name>   3,333 lines
       images_variant_train.txt / _val.txt   (the halves of trainval; not used by the standard protocol)
       images_box.txt                    <image_id> <xmin> <ymin> <xmax> <ymax>   (1-based, optional here)
+      families.txt, images_family_{trainval,test}.txt   the 70 families (optional here): ``Split.genera``
 
 The standard protocol trains on **trainval** (6,667) and tests on test (3,333); training on
 ``train`` alone (3,334) is a known mistake in FGVC code. Every image carries a copyright
@@ -22,6 +23,7 @@ import os
 from pathlib import Path
 
 from .base import DatasetNotFound, MalformedIndex, Sample, Split, read_rows, require_file, xyxy1_to_xywh
+from .genera import aircraft_families
 
 NAME = "FGVC-Aircraft"
 BANNER_PX = 20
@@ -65,4 +67,5 @@ def load_aircraft(root: str | os.PathLike, remove_banner: bool = True) -> Split:
         return out
 
     return Split(train=read("trainval"), test=read("test"), classes=classes,
-                 crop_bottom=BANNER_PX if remove_banner else 0)
+                 crop_bottom=BANNER_PX if remove_banner else 0,
+                 genera=aircraft_families(data, classes, NAME, FIX))

@@ -67,10 +67,24 @@ class Split:
     classes: list[str]
     part_names: list[str] | None = None
     crop_bottom: int = 0  # pixels cut from the bottom of every image (FGVC-Aircraft banner)
+    genera: list[str] | None = None  # genus name of each class (fgvc.data.genera); None: unknown
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def genus_index(self) -> list[int] | None:
+        """Per class, its genus index (genera in order of first appearance); None if unknown."""
+        return genus_index(self.genera)
+
+
+def genus_index(genera: Sequence[str] | None) -> list[int] | None:
+    """Per class, the index of its genus (genera numbered in order of first appearance)."""
+    if genera is None:
+        return None
+    ids: dict[str, int] = {}
+    return [ids.setdefault(g, len(ids)) for g in genera]
 
 
 # ----------------------------------------------------------------------------- images

@@ -13,6 +13,7 @@ dataset cannot be fetched by the study: place the files yourself. Expected layou
 Some mirrors nest the image folders (``cars_train/cars_train/*.jpg``); that is accepted.
 Each annotation has fields ``bbox_x1 bbox_y1 bbox_x2 bbox_y2 class fname``; corners are
 1-based inclusive pixels and become a 0-based ``(x, y, w, h)`` box; ``class`` is 1-based.
+``Split.genera`` gives each class its make (fgvc.data.genera.cars_make).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import numpy as np
 import scipy.io
 
 from .base import DatasetNotFound, MalformedIndex, Sample, Split, xyxy1_to_xywh
+from .genera import cars_make
 
 NAME = "Stanford Cars"
 TEST_ANNOS = "cars_test_annos_withlabels.mat"
@@ -124,4 +126,4 @@ def load_cars(root: str | os.PathLike) -> Split:
     test_annos = _test_annos(base)
     train = _samples(_annotations(train_annos), _image_dir(base, "cars_train"), len(classes), train_annos)
     test = _samples(_annotations(test_annos), _image_dir(base, "cars_test"), len(classes), test_annos)
-    return Split(train=train, test=test, classes=classes)
+    return Split(train=train, test=test, classes=classes, genera=[cars_make(c) for c in classes])

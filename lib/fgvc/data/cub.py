@@ -12,7 +12,9 @@ Layout (``root`` may be the ``CUB_200_2011`` folder itself or its parent)::
       parts/parts.txt         <part_id> <part name>                 (optional here)
       parts/part_locs.txt     <image_id> <part_id> <x> <y> <visible> (optional here)
 
-Real CUB: 5,994 train / 5,794 test images, 200 classes, 15 parts. SynthBirds is written in
+Real CUB: 5,994 train / 5,794 test images, 200 classes, 15 parts. ``Split.genera`` gives each
+class its bird group, the last word of its name (``001.Black_footed_Albatross`` ->
+``Albatross``); a SynthBirds set gives its generator's genera instead. SynthBirds is written in
 the same layout and read by the same function. Boxes and parts are kept exactly as the
 files give them (pixels of the original image); a part that is not visible has (0, 0, 0).
 """
@@ -23,6 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .base import DatasetNotFound, MalformedIndex, Sample, Split, read_rows, require_file
+from .genera import cub_genus, synthbirds_genera
 
 NAME = "CUB-200-2011"
 HOW_TO_GET = ("Get it with `python -m fgvc.data download cub --root R` (the Caltech archive "
@@ -82,4 +85,10 @@ def load_cub(root: str | os.PathLike) -> Split:
                                  f"outside 1..{len(classes)} of classes.txt. {FIX}")
         sample = Sample(str(base / "images" / rel), label, boxes.get(image_id), parts.get(image_id))
         (train if is_train[image_id] == 1 else test).append(sample)
-    return Split(train=train, test=test, classes=classes, part_names=part_names)
+    return Split(train=train, test=test, classes=classes, part_names=part_names, genera=_genera(base, classes))
+
+
+def _genera(base: Path, classes: list[str]) -> list[str]:
+    """The genus of each class: a SynthBirds set's own genera (its synthbirds.json), else the
+    CUB rule, the last word of the class name (fgvc.data.genera.cub_genus)."""
+    return synthbirds_genera(base, classes) or [cub_genus(c) for c in classes]
