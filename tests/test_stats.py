@@ -36,3 +36,17 @@ def test_paired_difference_uses_common_seeds_and_gives_verdicts():
     assert paired_difference(clearly, base).verdict() == "supported"
     with pytest.raises(ValueError, match="no common seeds"):
         paired_difference({5: 1.0}, base)
+
+
+def test_intervals_match_scipy():
+    from scipy import stats
+
+    a = {0: 71.5, 1: 73.25, 2: 70.0, 3: 74.5, 4: 72.0}
+    b = {0: 70.0, 1: 72.5, 2: 70.5, 3: 72.0, 4: 71.0}
+    ci = t_interval(list(a.values()))
+    lo, hi = stats.t.interval(0.95, 4, loc=ci.mean, scale=stats.sem(list(a.values())))
+    assert (ci.lo, ci.hi) == pytest.approx((lo, hi))
+    d = paired_difference(a, b)
+    ref = stats.ttest_rel(list(a.values()), list(b.values())).confidence_interval(0.95)
+    assert (d.lo, d.hi) == pytest.approx((ref.low, ref.high))
+    assert d.half_width == pytest.approx((ref.high - ref.low) / 2) and d.n == 5

@@ -1,4 +1,6 @@
-"""Figures of the study (matplotlib): Grad-CAM gallery, ablation charts, cost-accuracy scatter.
+"""Figures of the study (matplotlib): Grad-CAM gallery, ablation charts, cost-accuracy scatter,
+learning curves. Each names its axes with units and, where the data say, the profile and
+protocol of the runs behind it.
 
 Every function returns a matplotlib Figure; :func:`save` writes it atomically as PNG.
 """
@@ -17,9 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from .results import DATASET_NAMES  # noqa: E402
-
-METHOD_ORDER = ["baseline", "ma_ea", "lafe", "pcanet", "focus"]
+from .results import DATASET_NAMES, METHOD_ORDER, PROTOCOLS  # noqa: E402,F401
 
 
 def save(fig, path) -> None:
@@ -84,61 +84,213 @@ def gallery(images: torch.Tensor, labels: Sequence[int], columns: Sequence[dict]
     return fig
 
 
+def _title_context(df: pd.DataFrame, title: str = "") -> str:
+    """"profile X, protocol Y (what it means)" for the runs behind `df`, leaving out what
+    `title` already names."""
+    parts = []
+    if "profile" in df and df["profile"].nunique():
+        profiles = ", ".join(sorted(map(str, df["profile"].dropna().unique())))
+        if not all(re.search(rf"\b{re.escape(p)}\b", title) for p in profiles.split(", ")):
+            parts.append(f"profile {profiles}")
+    protocols = sorted(map(str, df["protocol"].dropna().unique())) if "protocol" in df else ["val"]
+    parts.append("protocol " + ", ".join(f"{p} ({PROTOCOLS.get(p, '?')})" for p in protocols))
+    if "overrides" in df and set(df["overrides"].dropna()) - {"none"}:
+        over = "; ".join(sorted(set(df["overrides"].dropna()) - {"none"}))
+        parts.append("overrides " + (over if len(over) <= 60 else over[:59] + "…"))
+    return ", ".join(parts)
+
+
+def _main_group(t: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
+    """The rows of one (protocol, overrides) group: ("val", "none") when present, else the
+    first; and whether there were others."""
+    keys = [k for k in ("protocol", "overrides") if k in t]
+    if not keys or t.empty:
+        return t, False
+    groups = list(t.groupby(keys, sort=False, dropna=False).groups)
+    pick = next((g for g in groups if tuple(np.atleast_1d(g)) == ("val", "none")[:len(keys)]),
+                groups[0])
+    mask = np.logical_and.reduce([t[k] == v for k, v in zip(keys, np.atleast_1d(pick))])
+    return t[mask], len(groups) > 1
+
+
 def ablation_chart(table: pd.DataFrame, method: str, dataset: str):
     """A method's ablation rows on one dataset: our mean ± std over seeds beside the paper's.
 
-    `table` is `fgvc.results.ablation_table(runs, method)` (variants in the variants-file
-    order; `paper` holds the paper's number for the dataset, CUB's on SynthBirds).
+    `table` is `fgvc.results.ablation_table(runs, method)` (`full` first, then the variants
+    file's order; `paper` holds the paper's number for the dataset, CUB's on SynthBirds). With
+    several protocols or override sets, the chart shows protocol "val" without overrides
+    (else the first) and its title says which.
     """
-    t = table[table["dataset"] == dataset].reset_index(drop=True)
+    t, more = _main_group(table[table["dataset"] == dataset])
+    t = t.reset_index(drop=True)
+    std = pd.to_numeric(t["std"], errors="coerce").fillna(0.0)   # one seed: no error bar
     x = np.arange(len(t))
-    fig, ax = plt.subplots(figsize=(1.3 * len(t) + 2.5, 3.6))
+    fig, ax = plt.subplots(figsize=(1.3 * len(t) + 2.5, 3.8))
     w = 0.38
-    ours = ax.bar(x - w / 2, t["mean"], w, yerr=t["std"], capsize=3, color="tab:blue",
-                  label=f"ours ({DATASET_NAMES.get(dataset, dataset)}, mean ± std)")
+    ours = ax.bar(x - w / 2, t["mean"], w, color="tab:blue",
+                  label=f"ours ({DATASET_NAMES.get(dataset, dataset)}, mean ± std over seeds)")
+    many = (std > 0).to_numpy()
+    if many.any():
+        ax.errorbar((x - w / 2)[many], t["mean"][many], yerr=std[many], fmt="none", capsize=3,
+                    ecolor="black", lw=1)
     paper = pd.to_numeric(t["paper"], errors="coerce")
     paper_ds = "CUB" if dataset == "synthbirds" else DATASET_NAMES.get(dataset, dataset)
     theirs = ax.bar(x + w / 2, paper.fillna(0), w, color="tab:gray", alpha=0.7,
                     label=f"paper ({paper_ds})")
-    for bars, values, extra in ((ours, t["mean"], [f"\nn={n}" for n in t["n"]]),
-                                (theirs, paper, [""] * len(t))):
-        for b, v, e in zip(bars, values, extra):
+    for bars, values, extra, above in ((ours, t["mean"], [f"\nn={n}" for n in t["n"]], std),
+                                       (theirs, paper, [""] * len(t), [0.0] * len(t))):
+        for b, v, e, up in zip(bars, values, extra, above):   # above the error bar
             if pd.notna(v):
-                ax.annotate(f"{v:.1f}{e}", (b.get_x() + b.get_width() / 2, b.get_height()),
+                ax.annotate(f"{v:.1f}{e}", (b.get_x() + b.get_width() / 2, b.get_height() + up),
                             ha="center", va="bottom", fontsize=7, xytext=(0, 2),
                             textcoords="offset points")
-    values = pd.concat([t["mean"] - t["std"], paper.dropna()])
+    values = pd.concat([t["mean"] - std, paper.dropna()])
     if len(values):
         lo = max(0.0, float(values.min()) - 10)
-        ax.set_ylim(lo, min(100.0, float(pd.concat([t["mean"] + t["std"], paper.dropna()]).max()) + 8))
+        ax.set_ylim(lo, min(100.0, float(pd.concat([t["mean"] + std, paper.dropna()]).max()) + 8))
     ax.set_xticks(x, t["variant"], rotation=20, ha="right")
+    ax.set_xlabel("variant (ablation row)")
     ax.set_ylabel("test top-1 (%)")
-    ax.set_title(f"{method}: ablation rows of the paper")
+    context = _title_context(t) + (" (other protocols / overrides: see the tables)" if more else "")
+    ax.set_title(f"{method}: ablation rows of the paper\n{context}", fontsize=8)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
 
 
+def _overlap(a, b) -> float:
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return w * h if w > 0 and h > 0 else 0.0
+
+
+def place_labels(ax, xs, ys, texts, colors=None, fontsize: float = 6.5) -> list:
+    """Annotate points (xs, ys) with `texts` so that no label overlaps another label or a
+    marker: for each label, the first of a ring of offsets around its point (nearest first)
+    whose box collides with nothing placed, else the least-colliding one; a label moved away
+    from its point gets a thin leader line. Call it when the axes' limits and the figure
+    layout are final (offsets are in points, so saving at another dpi keeps the layout)."""
+    from matplotlib.transforms import Bbox
+
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    pts = ax.transData.transform(np.column_stack([np.asarray(xs, float), np.asarray(ys, float)]))
+    px = fig.dpi / 72.0
+    boxes = [Bbox.from_bounds(x - 4 * px, y - 4 * px, 8 * px, 8 * px) for x, y in pts]
+    frame = ax.get_window_extent(renderer)
+    dirs = [(1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1)]
+    rings = [3, 8, 14, 22, 32, 45, 60]
+    colors = list(colors) if colors is not None else [None] * len(pts)
+    out = []
+    for (x, y), text, c in zip(zip(xs, ys), texts, colors):
+        best = None
+        for r in rings:
+            for dx, dy in dirs:
+                kw = dict(xytext=(dx * r, dy * r), textcoords="offset points", fontsize=fontsize,
+                          ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                          va="bottom" if dy > 0 else "top" if dy < 0 else "center")
+                ann = ax.annotate(text, (x, y), color=c, **kw)
+                bb = ann.get_window_extent(renderer)
+                score = sum(_overlap(bb, b) for b in boxes)
+                inside = _overlap(bb, frame)
+                score += bb.width * bb.height - inside   # outside the axes counts too
+                ann.remove()
+                if best is None or score < best[0]:
+                    best = (score, r, kw, bb)
+                if score == 0:
+                    break
+            if best[0] == 0:
+                break
+        _, r, kw, bb = best
+        if r > 8:
+            kw["arrowprops"] = dict(arrowstyle="-", lw=0.5, color="0.45", shrinkA=0, shrinkB=3)
+        out.append(ax.annotate(text, (x, y), color=c, **kw))
+        boxes.append(bb)
+    return out
+
+
 def cost_accuracy(points: pd.DataFrame, title: str = ""):
     """Scatter of inference GMACs (x) vs test top-1 mean ± std (y), one point per (method,
-    variant). `points` has columns method, variant, infer_GMACs, mean, std."""
-    fig, ax = plt.subplots(figsize=(6.2, 4.2))
+    variant). `points` has columns method, variant, infer_GMACs, mean, std (and profile,
+    protocol where known: the title names them). Variant labels are placed so that none
+    overlaps another (:func:`place_labels`); the methods' legend sits outside the axes."""
+    fig, ax = plt.subplots(figsize=(7.4, 4.6))
     colours = dict(zip(METHOD_ORDER, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    several = "protocol" in points and points["protocol"].nunique() > 1
+    labels = []
     for method, g in points.groupby("method", sort=False):
         full = g["variant"] == "full"
         c = colours.get(method)
-        ax.errorbar(g["infer_GMACs"], g["mean"], yerr=g["std"], fmt="none", ecolor=c, alpha=0.6)
-        ax.scatter(g.loc[full, "infer_GMACs"], g.loc[full, "mean"], color=c, marker="o", s=50,
-                   label=method)
-        ax.scatter(g.loc[~full, "infer_GMACs"], g.loc[~full, "mean"], color=c, marker="x", s=35)
+        std = pd.to_numeric(g["std"], errors="coerce").fillna(0.0)
+        ax.errorbar(g["infer_GMACs"], g["mean"], yerr=std, fmt="none", ecolor=c, alpha=0.6)
+        sc = ax.scatter(g.loc[full, "infer_GMACs"], g.loc[full, "mean"], color=c, marker="o",
+                        s=50, label=method)
+        ax.scatter(g.loc[~full, "infer_GMACs"], g.loc[~full, "mean"], color=sc.get_facecolor()[0]
+                   if c is None else c, marker="x", s=35)
         for _, r in g.iterrows():
-            ax.annotate(r["variant"], (r["infer_GMACs"], r["mean"]), fontsize=6,
-                        xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("inference GMACs per image")
-    ax.set_ylabel("test top-1 (%)")
-    ax.set_title(title or "cost vs accuracy (o: full variant, x: ablation variants)", fontsize=9)
-    ax.legend(fontsize=7)
+            text = r["variant"] + (f" ({r['protocol']})" if several else "")
+            labels.append((r["infer_GMACs"], r["mean"], text, c))
+    ax.set_xlabel("inference cost (GMACs per image)")
+    ax.set_ylabel("test top-1 (%), mean ± std over seeds")
+    head = title or "cost vs accuracy"
+    ax.set_title(f"{head}\n{_title_context(points, head)}; o: full variant, x: ablation rows",
+                 fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="method",
+              title_fontsize=7)
     ax.grid(alpha=0.3)
+    ax.margins(0.15)
+    ax.autoscale_view()
+    fig.tight_layout()
+    ax.set_xlim(ax.get_xlim()), ax.set_ylim(ax.get_ylim())   # frozen: labels are placed in them
+    if labels:
+        xs, ys, texts, cs = zip(*labels)
+        place_labels(ax, xs, ys, texts, cs)
+    return fig
+
+
+def learning_curves(history: pd.DataFrame, title: str = ""):
+    """Train loss and val top-1 by epoch of each method in `history` (one dataset, profile,
+    protocol and variant: `fgvc.results.load_histories` rows): the line is the mean over seeds,
+    the band their min-max. Without val columns (protocol "paper": no held-out split) the
+    right panel shows train top-1 and says so."""
+    has_val = "val_top1" in history and history["val_top1"].notna().any()
+    right = "val_top1" if has_val else "train_top1"
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.9))
+    colours = dict(zip(METHOD_ORDER, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    methods = sorted(history["method"].unique(), key=lambda m: (METHOD_ORDER.index(m)
+                     if m in METHOD_ORDER else 99, m))
+    for method in methods:
+        g = history[history["method"] == method]
+        n = g["seed"].nunique() if "seed" in g else 1
+        for ax, col in zip(axes, ("train_loss", right)):
+            if col not in g or g[col].isna().all():
+                continue
+            s = g.groupby("epoch")[col].agg(["mean", "min", "max"]).sort_index()
+            line, = ax.plot(s.index, s["mean"], marker="o", ms=3, lw=1.4,
+                            color=colours.get(method), label=f"{method} (n={n} seeds)")
+            ax.fill_between(s.index, s["min"], s["max"], color=line.get_color(), alpha=0.15, lw=0)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("train loss (per image, mean over the epoch)")
+    axes[0].set_title("train loss", fontsize=9)
+    if has_val:
+        axes[1].set_ylabel("val top-1 (%)")
+        axes[1].set_title("val top-1 (held-out split, after each epoch)", fontsize=9)
+    else:
+        axes[1].set_ylabel("train top-1 (%)")
+        axes[1].set_title("train top-1 (no val split under this protocol: train shown)",
+                          fontsize=9)
+    handles, names = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7,
+                   title="method", title_fontsize=7)
+    head = title or "learning curves"
+    fig.suptitle(f"{head}\n{_title_context(history, head)}; line: mean over seeds, band: min-max",
+                 fontsize=9)
     fig.tight_layout()
     return fig
 

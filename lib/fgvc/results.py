@@ -1,44 +1,519 @@
-"""Run records -> tidy tables. Tables are built only from results/runs/*/{config,metrics}.json."""
+"""Run records -> tidy tables. Tables are built only from results/runs/*/{config,metrics}.json
+(and history.csv for the learning curves, results/failures.json for why a row was not run).
+
+Tidy: one observation per row, one variable per column, numbers as numbers (NaN where there is
+none), so every CSV reads back with ``pd.read_csv`` without parsing strings.
+
+* :func:`arm_table` (``accuracy.csv``): one row per (profile, protocol, dataset, overrides,
+  method, variant): test top-1 mean, std, n, the 95 % t interval over seeds, the paper's
+  number, the paired difference (same seeds only) to the row's reference, and the genus
+  metrics' mean / std / n where the records have them.
+* :func:`claims_table` (``claims.csv``): one row per claim the study can test, with the
+  paper's own gain, ours (paired over seeds), its interval and a verdict.
+* :func:`load_histories`: every run's history.csv, long, for the learning curves.
+"""
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .config import load_variants
-from .paths import results_dir
+from .paths import CONFIGS, results_dir
+from .stats import paired_difference, t_interval
 
 DATASET_NAMES = {"synthbirds": "SynthBirds", "cub": "CUB-200-2011", "cars": "Stanford Cars",
                  "aircraft": "FGVC-Aircraft"}
+METHOD_ORDER = ["baseline", "ma_ea", "lafe", "pcanet", "focus"]
+PROTOCOLS = {"val": "held-out val split, best epoch tested",
+             "paper": "whole train set, final epoch tested"}
+# Written into metrics.json by newer runs (percent); older records lack them (-> NaN).
+GENUS_METRICS = ["test_genus_top1", "test_within_genus_top1", "test_errors_in_genus",
+                 "genus_only_top1", "chance_top1"]
+GROUP = ["profile", "protocol", "dataset", "overrides"]   # runs that can be compared
+ARM = GROUP + ["method", "variant"]                        # one row of a table
+BASELINE = ("baseline", "full")
+CONFIDENCE = 0.95
+CI_NOTE = ("95 % confidence intervals are t intervals over seeds (scipy.stats.t, n - 1 degrees "
+           "of freedom); differences are paired by seed (only the seeds both rows ran); one "
+           "seed gives no interval (blank).")
+
+
+# --------------------------------------------------------------------------- records
+
+def overrides_label(overrides: dict | None) -> str:
+    """A run's overrides other than `protocol`, as one canonical string ("none" if empty)."""
+    over = {k: v for k, v in (overrides or {}).items() if k != "protocol"}
+    if not over:
+        return "none"
+    return "; ".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in sorted(over.items()))
 
 
 def load_runs(root: str | Path | None = None) -> pd.DataFrame:
-    """One row per complete run: its identity, settings that matter, and its metrics."""
+    """One row per complete run: its identity, settings that matter, and its metrics.
+
+    `protocol` comes from config.json ("val" where the key is missing: older records);
+    `overrides` is :func:`overrides_label` of the run's overrides."""
     root = Path(root) if root else results_dir()
     rows = []
     for mpath in sorted((root / "runs").glob("*/metrics.json")):
         metrics = json.loads(mpath.read_text())
         cfg = json.loads((mpath.parent / "config.json").read_text())
-        rows.append({**metrics, "backbone": cfg["model"]["backbone"],
+        rows.append({**metrics, "protocol": cfg.get("protocol") or metrics.get("protocol") or "val",
+                     "overrides": overrides_label(cfg.get("overrides")),
+                     "backbone": cfg["model"]["backbone"],
                      "crop": cfg["data"]["crop"], "epochs_cfg": cfg["train"]["epochs"],
                      "run_dir": str(mpath.parent.relative_to(root))})
     return pd.DataFrame(rows)
 
 
-def paper_number(method: str, variant: str, dataset: str) -> float | None:
-    return load_variants(method).get(variant, {}).get("paper", {}).get(dataset)
+def load_failures(root: str | Path | None = None) -> dict[str, str]:
+    """{run_id: error} from results/failures.json ({} if there is none)."""
+    path = (Path(root) if root else results_dir()) / "failures.json"
+    if not path.is_file():
+        return {}
+    raw = json.loads(path.read_text() or "{}")
+    return {k: (v.get("error", "") if isinstance(v, dict) else str(v)) for k, v in raw.items()}
 
+
+def _prepare(runs: pd.DataFrame) -> pd.DataFrame:
+    runs = runs.copy()
+    for col, default in (("protocol", "val"), ("overrides", "none")):
+        runs[col] = runs[col].fillna(default) if col in runs else default
+    return runs
+
+
+def _method_rank(method: str) -> tuple:
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else 99, method)
+
+
+def _variant_rank(method: str, variant: str) -> int:
+    """`full` first, then the order of the method's variants file."""
+    if variant == "full":
+        return -1
+    order = list(load_variants(method))
+    return order.index(variant) if variant in order else 99
+
+
+def _sorted(df: pd.DataFrame) -> pd.DataFrame:
+    if df.empty:
+        return df.reset_index(drop=True)
+    key = [(*(r[k] for k in GROUP), _method_rank(r["method"]), _variant_rank(r["method"], r["variant"]),
+            r["variant"]) for _, r in df.iterrows()]
+    order = sorted(range(len(df)), key=lambda i: key[i])
+    return df.iloc[order].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- paper numbers
+
+def paper_dataset(dataset: str) -> str:
+    """The paper dataset whose numbers stand beside ours: CUB's for SynthBirds."""
+    return "cub" if dataset == "synthbirds" else dataset
+
+
+def paper_number(method: str, variant: str, dataset: str) -> float | None:
+    """The paper's top-1 for a variant on a paper dataset (cub | cars | aircraft), or None."""
+    value = (load_variants(method).get(variant, {}).get("paper") or {}).get(dataset)
+    return None if value is None else float(value)
+
+
+_NOTE_DATASETS = {"cub": "cub", "cars": "cars", "aircraft": "aircraft"}
+
+
+def paper_baseline(method: str, dataset: str) -> tuple[float | None, str]:
+    """The plain-backbone number a method's paper compares itself with, and where it is from.
+
+    In order: a `paper_baseline: {cub: ..}` mapping in the method's `full` variant; the
+    "plain ResNet-50 row ...: CUB x, Cars y, Aircraft z" sentence of that variant's note
+    (lafe's Table 4); else the `baseline` method's own paper number (baseline.yaml `full`).
+    """
+    full = load_variants(method).get("full", {}) if method != "baseline" else {}
+    given = (full.get("paper_baseline") or {}).get(dataset)
+    if given is not None:
+        return float(given), f"{method}.yaml full paper_baseline"
+    m = re.search(r"plain ResNet-50 row[^:]*:(.*)", str(full.get("note") or ""), re.S)
+    if m:
+        found = {_NOTE_DATASETS[k.lower()]: float(v)
+                 for k, v in re.findall(r"\b(CUB|Cars|Aircraft)\s+(\d+(?:\.\d+)?)", m.group(1))}
+        if dataset in found:
+            return found[dataset], f"{method}.yaml full note (plain ResNet-50 row)"
+    value = paper_number(*BASELINE, dataset)
+    return value, ("baseline.yaml full" if value is not None else "")
+
+
+def reference(method: str, variant: str) -> tuple[str, str] | None:
+    """What a row is compared with: a method's `full` with the baseline's `full`, any other
+    row with its method's `full`; the baseline's `full` with nothing."""
+    if (method, variant) == BASELINE:
+        return None
+    return BASELINE if variant == "full" else (method, "full")
+
+
+def _paper_pair(method: str, variant: str, dataset: str) -> tuple[float, float, str]:
+    """(the paper's number for the row, for its reference, the reference's source)."""
+    ref = reference(method, variant)
+    pds = paper_dataset(dataset)
+    own = paper_number(method, variant, pds)
+    if ref is None:
+        return _nan(own), math.nan, ""
+    if ref == BASELINE:
+        value, source = paper_baseline(method, pds)
+    else:
+        value, source = paper_number(*ref, pds), f"{method}.yaml full"
+    return _nan(own), _nan(value), source if value is not None else ""
+
+
+def _nan(x) -> float:
+    return math.nan if x is None else float(x)
+
+
+# --------------------------------------------------------------------------- statistics
+
+def _by_seed(g: pd.DataFrame, metric: str) -> dict[int, float]:
+    """{seed: value} of one row's runs (the mean where a seed was run twice)."""
+    g = g[["seed", metric]].dropna()
+    return {int(s): float(v) for s, v in g.groupby("seed")[metric].mean().items()}
+
+
+def _interval_cols(values, prefix: str = "", confidence: float = CONFIDENCE) -> dict:
+    nan = math.nan
+    if len(values) == 0:
+        return {f"{prefix}mean": nan, f"{prefix}std": nan, f"{prefix}n": 0,
+                f"{prefix}ci_low": nan, f"{prefix}ci_high": nan, f"{prefix}half_width": nan}
+    iv = t_interval(list(values), confidence)
+    return {f"{prefix}mean": iv.mean, f"{prefix}std": iv.std, f"{prefix}n": iv.n,
+            f"{prefix}ci_low": iv.lo, f"{prefix}ci_high": iv.hi, f"{prefix}half_width": iv.half_width}
+
+
+def _paired_cols(a: dict, b: dict, confidence: float = CONFIDENCE) -> dict:
+    """Paired difference a - b over common seeds: diff_mean, diff_std, diff_ci_low,
+    diff_ci_high, diff_half_width, n_pairs (0 and NaN without common seeds)."""
+    common = sorted(set(a) & set(b))
+    if not common:
+        cols = _interval_cols([], "diff_")
+    else:
+        iv = paired_difference(a, b, confidence)
+        cols = {"diff_mean": iv.mean, "diff_std": iv.std, "diff_n": iv.n, "diff_ci_low": iv.lo,
+                "diff_ci_high": iv.hi, "diff_half_width": iv.half_width}
+    cols["n_pairs"] = cols.pop("diff_n")
+    return cols
+
+
+ARM_COLUMNS = (ARM + ["metric", "mean", "std", "n", "ci_low", "ci_high", "half_width",
+                      "paper_dataset", "paper", "ref", "paper_ref", "paper_ref_source", "paper_diff",
+                      "diff_mean", "diff_std", "diff_ci_low", "diff_ci_high", "diff_half_width",
+                      "n_pairs"]
+               + [f"{m}_{s}" for m in GENUS_METRICS for s in ("mean", "std", "n")])
+
+
+def _typed(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Columns in order; every column that is not text is float or int."""
+    df = df.reindex(columns=columns)
+    text = {"profile", "protocol", "dataset", "overrides", "method", "variant", "metric",
+            "paper_dataset", "ref", "paper_ref_source", "paper_source", "claim", "kind", "arm",
+            "against", "verdict", "reason", "component"}
+    for c in df.columns:
+        if c in text:
+            df[c] = df[c].astype(object)
+        elif c.endswith("_n") or c in ("n", "n_pairs", "n_arm", "n_against"):
+            df[c] = pd.to_numeric(df[c]).fillna(0).astype("int64")
+        else:
+            df[c] = pd.to_numeric(df[c]).astype("float64")
+    return df
+
+
+def arm_table(runs: pd.DataFrame, metric: str = "test_top1",
+              confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """The tidy accuracy table (``accuracy.csv``): one row per (profile, protocol, dataset,
+    overrides, method, variant) of `runs` (:func:`load_runs`; needs a `seed` column).
+
+    mean / std (ddof 1) / n / ci_low / ci_high / half_width: `metric` over seeds, a t interval
+    (NaN with one seed). paper: the paper's number for the row on `paper_dataset` (CUB's for
+    SynthBirds). ref: the row it is compared with (``baseline/full`` for a method's full, the
+    method's ``full`` for an ablation row); paper_ref: the paper's number for that reference
+    (for a method's full: the paper's own baseline, see :func:`paper_baseline`); paper_diff =
+    paper - paper_ref; diff_*: our paired difference row - ref over the seeds both ran (n_pairs).
+    <genus metric>_mean / _std / _n: the genus metrics where the records have them.
+    """
+    if runs.empty or metric not in runs:
+        return _typed(pd.DataFrame(columns=ARM_COLUMNS), ARM_COLUMNS)
+    runs = _prepare(runs)
+    if "seed" not in runs:
+        raise ValueError("arm_table needs each run's seed (a `seed` column)")
+    arms = {key: g for key, g in runs.groupby(ARM, sort=False, dropna=False)}
+    rows = []
+    for key, g in arms.items():
+        row = dict(zip(ARM, key))
+        method, variant, dataset = row["method"], row["variant"], row["dataset"]
+        seeds = _by_seed(g, metric)
+        if not seeds:
+            continue
+        row.update(metric=metric, **_interval_cols(list(seeds.values()), "", confidence))
+        paper, paper_ref, source = _paper_pair(method, variant, dataset)
+        ref = reference(method, variant)
+        row.update(paper_dataset=paper_dataset(dataset), paper=paper,
+                   ref="/".join(ref) if ref else "", paper_ref=paper_ref, paper_ref_source=source,
+                   paper_diff=paper - paper_ref)
+        ref_runs = arms.get((*key[:len(GROUP)], *ref)) if ref else None
+        row.update(_paired_cols(seeds, _by_seed(ref_runs, metric) if ref_runs is not None else {},
+                                confidence))
+        for m in GENUS_METRICS:
+            vals = list(_by_seed(g, m).values()) if m in g else []
+            iv = _interval_cols(vals, "", confidence)
+            row.update({f"{m}_mean": iv["mean"], f"{m}_std": iv["std"], f"{m}_n": iv["n"]})
+        rows.append(row)
+    return _typed(_sorted(pd.DataFrame(rows, columns=ARM_COLUMNS)), ARM_COLUMNS)
+
+
+# --------------------------------------------------------------------------- claims
+
+CLAIM_COLUMNS = GROUP + ["method", "kind", "claim", "arm", "against", "paper_dataset",
+                         "paper_arm", "paper_against", "paper_gain", "paper_source",
+                         "diff_mean", "diff_std", "ci_low", "ci_high", "half_width", "n_pairs",
+                         "n_arm", "n_against", "verdict", "reason"]
+
+
+def _variants_methods() -> list[str]:
+    found = [p.stem for p in (CONFIGS / "variants").glob("*.yaml")]
+    return sorted(found, key=_method_rank)
+
+
+def _failure_for(failures: dict[str, str], group: dict, method: str, variant: str) -> str | None:
+    """The error of a failed run of (method, variant) in `group`, if results/failures.json has one."""
+    pattern = re.compile(re.escape(f"{group['profile']}-{group['dataset']}-{method}-{variant}-s")
+                         + (r"\d+$" if group["overrides"] == "none" else r"\d+-[0-9a-f]{6}$"))
+    errors = [e for rid, e in sorted(failures.items()) if pattern.match(rid)]
+    return errors[0] if errors else None
+
+
+def _not_run_reason(failures, group, missing: list[tuple[str, str]]) -> str:
+    parts = []
+    for method, variant in missing:
+        err = _failure_for(failures, group, method, variant)
+        name = f"{method}/{variant}"
+        if err and "no place" in err.lower():
+            first = err.strip().splitlines()[-1] if err.strip() else err
+            parts.append(f"a component with no place on the backbone ({name}: {first[:160]})")
+        elif err:
+            parts.append(f"row not run: {name} failed ({err.strip().splitlines()[-1][:160]})")
+        else:
+            parts.append(f"row not run: {name}")
+    return "; ".join(parts)
+
+
+def claims_table(runs: pd.DataFrame, failures: dict[str, str] | None = None,
+                 methods: list[str] | None = None, metric: str = "test_top1",
+                 confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """Every claim the study can test, per (profile, protocol, dataset, overrides) of `runs`:
+
+    * kind ``beats baseline``: a method's `full` beats the baseline's `full`;
+      diff = method full - baseline full, paper_gain = the paper's full - its own baseline.
+    * kind ``component helps``: what an ablation row removes helps, i.e. `full` beats the row;
+      diff = full - row, paper_gain = the paper's full - the paper's row. A row without
+      paper numbers (a diagnostic row of ours) gives kind ``beats diagnostic row``.
+
+    diff_* is paired by seed (common seeds only), with a t interval. verdict: ``supported``
+    (interval above 0), ``contradicted`` (below 0), ``not distinguishable`` (holds 0), or
+    ``not tested`` with the reason (one seed only, no common seeds, row not run, a component
+    with no place on the backbone, from results/failures.json).
+    `methods`: default, every method with a variants file plus any other in `runs`.
+    """
+    runs = _prepare(runs) if not runs.empty else runs
+    if runs.empty or metric not in runs:
+        return _typed(pd.DataFrame(columns=CLAIM_COLUMNS), CLAIM_COLUMNS)
+    failures = failures or {}
+    if methods is None:
+        methods = _variants_methods()
+        methods += sorted(set(runs["method"]) - set(methods), key=_method_rank)
+    rows = []
+    for gkey, g in runs.groupby(GROUP, sort=True, dropna=False):
+        group = dict(zip(GROUP, gkey))
+        seeds = {(m, v): _by_seed(a, metric) for (m, v), a in g.groupby(["method", "variant"])}
+        pds = paper_dataset(group["dataset"])
+        for method in methods:
+            if method == "baseline":
+                variants = [v for v in load_variants(method) if v != "full"]
+            else:
+                variants = ["full"] + [v for v in load_variants(method) if v != "full"]
+            for variant in variants:
+                if variant == "full":
+                    arm, against = (method, "full"), BASELINE
+                    kind, claim = "beats baseline", f"{method} full beats baseline full"
+                    paper_against, source = paper_baseline(method, pds)
+                    paper_arm = paper_number(method, "full", pds)
+                    source = f"{method}.yaml full - {source}" if source else ""
+                else:
+                    arm, against = (method, "full"), (method, variant)
+                    if load_variants(method)[variant].get("paper"):
+                        kind = "component helps"
+                        claim = f"{method}: what {variant} removes helps (full beats {variant})"
+                    else:   # a row of ours (an earlier default), not one of the paper's
+                        kind = "beats diagnostic row"
+                        claim = f"{method}: full beats the diagnostic row {variant}"
+                    paper_arm = paper_number(method, "full", pds)
+                    paper_against = paper_number(method, variant, pds)
+                    source = f"{method}.yaml full - {variant}"
+                if paper_arm is None or paper_against is None:
+                    source = ""
+                row = {**group, "method": method, "kind": kind, "claim": claim,
+                       "arm": "/".join(arm), "against": "/".join(against), "paper_dataset": pds,
+                       "paper_arm": _nan(paper_arm), "paper_against": _nan(paper_against),
+                       "paper_gain": _nan(paper_arm) - _nan(paper_against), "paper_source": source}
+                a, b = seeds.get(arm, {}), seeds.get(against, {})
+                row.update(n_arm=len(a), n_against=len(b))
+                pc = _paired_cols(a, b, confidence)
+                row.update(diff_mean=pc["diff_mean"], diff_std=pc["diff_std"],
+                           ci_low=pc["diff_ci_low"], ci_high=pc["diff_ci_high"],
+                           half_width=pc["diff_half_width"], n_pairs=pc["n_pairs"])
+                missing = [x for x in (arm, against) if not seeds.get(x)]
+                if missing:
+                    verdict, reason = "not tested", _not_run_reason(failures, group, missing)
+                elif pc["n_pairs"] == 0:
+                    verdict, reason = "not tested", "no common seeds"
+                elif pc["n_pairs"] == 1:
+                    verdict, reason = "not tested", "one seed only"
+                else:
+                    lo, hi = pc["diff_ci_low"], pc["diff_ci_high"]
+                    if lo > 0:
+                        verdict, reason = "supported", "95 % CI above 0"
+                    elif hi < 0:
+                        verdict, reason = "contradicted", "95 % CI below 0"
+                    else:
+                        verdict, reason = "not distinguishable", "95 % CI holds 0"
+                row.update(verdict=verdict, reason=reason)
+                rows.append(row)
+    return _typed(pd.DataFrame(rows, columns=CLAIM_COLUMNS), CLAIM_COLUMNS)
+
+
+# --------------------------------------------------------------------------- histories
+
+def load_histories(runs: pd.DataFrame, root: str | Path | None = None) -> pd.DataFrame:
+    """Every run's history.csv, long: the run's (profile, protocol, dataset, overrides, method,
+    variant, seed) and the history's columns (epoch, train_loss, train_top1, val_top1, ...;
+    protocol "paper" runs have no val columns). Runs without a history are left out."""
+    root = Path(root) if root else results_dir()
+    if runs.empty:
+        return pd.DataFrame(columns=ARM + ["seed", "epoch"])
+    runs = _prepare(runs)
+    frames = []
+    for _, r in runs.iterrows():
+        path = root / r["run_dir"] / "history.csv"
+        if not path.is_file() or path.stat().st_size == 0:
+            continue
+        h = pd.read_csv(path)
+        for k in ARM + ["seed"]:
+            h[k] = r[k]
+        frames.append(h)
+    if not frames:
+        return pd.DataFrame(columns=ARM + ["seed", "epoch"])
+    return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------- markdown
+
+def protocol_text(protocol: str) -> str:
+    return f"`{protocol}` ({PROTOCOLS.get(protocol, 'unknown protocol')})"
+
+
+def _header(group: dict) -> str:
+    over = "" if group.get("overrides", "none") == "none" else f", overrides `{group['overrides']}`"
+    return f"profile `{group['profile']}`, protocol {protocol_text(group['protocol'])}{over}"
+
+
+def _md(df: pd.DataFrame, digits: int = 2) -> str:
+    """DataFrame.to_markdown with `digits` decimals and NaN as a blank cell."""
+    df = df.astype(object).where(df.notna(), None)
+    return df.to_markdown(index=False, floatfmt=f".{digits}f", missingval="") + "\n"
+
+
+def _sections(df: pd.DataFrame, keys: list[str]):
+    """(group dict, rows) per (profile, protocol, overrides) of a tidy table."""
+    for gkey, g in df.groupby(keys, sort=False, dropna=False):
+        yield dict(zip(keys, gkey)), g
+
+
+ACC_MD = ["dataset", "method", "variant", "n", "mean", "std", "ci_low", "ci_high", "half_width",
+          "paper", "ref", "n_pairs", "diff_mean", "diff_ci_low", "diff_ci_high", "diff_half_width",
+          "paper_diff"]
+
+
+def accuracy_markdown(arms: pd.DataFrame, title: str = "Test top-1 (%) over seeds") -> str:
+    """accuracy.md from :func:`arm_table`: one table per (profile, protocol, overrides), then
+    the genus metrics (where the records have them)."""
+    out = [f"# {title}\n", CI_NOTE + " `paper`: the paper's number (CUB's on SynthBirds); "
+           "`diff`: this row minus `ref` (ours, paired); `paper_diff`: the same difference in the "
+           "paper (a method's full against the paper's own baseline).\n"]
+    if arms.empty:
+        return "\n".join(out + ["No complete runs.\n"])
+    keys = ["profile", "protocol", "overrides"]
+    for group, g in _sections(arms, keys):
+        out.append(f"## {_header(group)}\n")
+        out.append(_md(g[ACC_MD]))
+    genus = [m for m in GENUS_METRICS if arms[f"{m}_n"].sum() > 0]
+    out.append("## Genus metrics (%, mean ± std over seeds)\n")
+    if not genus:
+        out.append("The run records hold no genus metrics (older records).\n")
+        return "\n".join(out)
+    for group, g in _sections(arms, keys):
+        cols = ["dataset", "method", "variant"] + [f"{m}_{s}" for m in genus for s in ("mean", "std", "n")]
+        out.append(f"### {_header(group)}\n")
+        out.append(_md(g[cols]))
+    return "\n".join(out)
+
+
+CLAIM_MD = ["dataset", "claim", "paper_gain", "diff_mean", "ci_low", "ci_high", "half_width",
+            "n_pairs", "verdict", "reason"]
+
+
+def claims_markdown(claims: pd.DataFrame) -> str:
+    """claims.md from :func:`claims_table`: one table per (profile, protocol, overrides)."""
+    out = ["# Claims of the papers, tested on our runs\n",
+           "Each method's `full` against the baseline's `full`, and each ablation row's component "
+           "(`full` minus the row: the component the row removes should help). `paper_gain`: the "
+           "paper's own gain (CUB's numbers on SynthBirds); `diff_mean`: ours, test top-1 points. "
+           + CI_NOTE + " Verdict: `supported` (CI above 0), `contradicted` (CI below 0), `not "
+           "distinguishable` (CI holds 0), `not tested` (reason given). Written by the report "
+           "from the run records.\n"]
+    if claims.empty:
+        return "\n".join(out + ["No complete runs.\n"])
+    for group, g in _sections(claims, ["profile", "protocol", "overrides"]):
+        counts = g["verdict"].value_counts()
+        out.append(f"## {_header(group)}\n")
+        out.append(", ".join(f"{k}: {v}" for k, v in counts.items()) + "\n")
+        out.append(_md(g[CLAIM_MD]))
+    return "\n".join(out)
+
+
+def ablation_markdown(tab: pd.DataFrame, method: str) -> str:
+    out = [f"# {method}: ablation rows (test top-1 %)\n", CI_NOTE + " `diff`: the row minus "
+           "the method's `full` (ours, paired); `paper_diff`: the same in the paper.\n"]
+    if tab.empty:
+        return "\n".join(out + ["No complete runs.\n"])
+    for group, g in _sections(tab, ["profile", "protocol", "overrides"]):
+        out.append(f"## {_header(group)}\n")
+        out.append(_md(g[[c for c in ACC_MD if c != "method"]]))
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- older views
 
 def summarize(runs: pd.DataFrame, metric: str = "test_top1") -> pd.DataFrame:
-    """Mean, std and n over seeds per (profile, dataset, method, variant), with paper numbers."""
+    """Mean, std and n over seeds per (profile, [protocol, overrides,] dataset, method,
+    variant), with paper numbers (std 0 for one seed: a plotting convenience; the tidy tables
+    use :func:`arm_table`, whose std is NaN then)."""
     if runs.empty:
-        return pd.DataFrame(columns=["profile", "dataset", "method", "variant", "mean", "std",
-                                     "n", "paper"])
-    g = runs.groupby(["profile", "dataset", "method", "variant"])[metric]
+        return pd.DataFrame(columns=["profile", "protocol", "dataset", "method", "variant", "mean",
+                                     "std", "n", "paper"])
+    keys = [k for k in ("profile", "protocol", "overrides", "dataset", "method", "variant")
+            if k in runs]
+    g = runs.groupby(keys)[metric]
     out = g.agg(["mean", "std", "count"]).rename(columns={"count": "n"}).reset_index()
     out["std"] = out["std"].fillna(0.0)
-    out["paper"] = [paper_number(m, v, d if d != "synthbirds" else "cub")
+    out["paper"] = [paper_number(m, v, paper_dataset(d))
                     for m, v, d in zip(out["method"], out["variant"], out["dataset"])]
     return out
 
@@ -48,8 +523,9 @@ def _fmt(mean: float, std: float, n: int) -> str:
 
 
 def accuracy_table(runs: pd.DataFrame, variant: str = "full") -> pd.DataFrame:
-    """Methods x datasets: our test top-1 as mean ± std (n seeds), each paper's CUB/Cars/
-    Aircraft number beside it. On SynthBirds the paper column shows the paper's CUB number."""
+    """An overview for reading, not a tidy table: methods x datasets, our test top-1 as text
+    "mean ± std (n seeds)" beside each paper's CUB/Cars/Aircraft number. On SynthBirds the
+    paper column shows the paper's CUB number. The tidy table is :func:`arm_table`."""
     s = summarize(runs)
     s = s[s["variant"] == variant]
     table = {}
@@ -60,22 +536,18 @@ def accuracy_table(runs: pd.DataFrame, variant: str = "full") -> pd.DataFrame:
                   for d in ("cub", "cars", "aircraft")} for m in table}
     df = pd.DataFrame({m: {**table[m], **papers[m]} for m in table}).T
     df.index.name = "method"
-    order = ["baseline", "ma_ea", "lafe", "pcanet", "focus"]
-    return df.loc[sorted(df.index, key=lambda m: order.index(m) if m in order else 99)]
+    return df.loc[sorted(df.index, key=_method_rank)]
 
 
 def ablation_table(runs: pd.DataFrame, method: str) -> pd.DataFrame:
-    """A method's variants (in the order of its variants file): ours mean ± std, the paper's."""
-    s = summarize(runs)
-    s = s[s["method"] == method]
-    order = list(load_variants(method))
-    s = s.assign(_o=[order.index(v) if v in order else 99 for v in s["variant"]])
-    s = s.sort_values(["dataset", "_o"]).drop(columns="_o").reset_index(drop=True)
-    return s.round({"mean": 1, "std": 1})
+    """A method's rows of :func:`arm_table` (tidy; `full` first, then the variants file's order)."""
+    arms = arm_table(runs)
+    return arms[arms["method"] == method].reset_index(drop=True)
 
 
 def to_markdown(df: pd.DataFrame) -> str:
-    """A GitHub table without the optional `tabulate` dependency."""
+    """A GitHub table, every value as str() (NaN blank); a named index becomes a column. For
+    the other notebooks' tables; the tidy tables here use DataFrame.to_markdown."""
     df = df.reset_index() if df.index.name else df
     cols = [str(c) for c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
