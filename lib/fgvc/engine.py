@@ -416,6 +416,9 @@ def fit(model: nn.Module, train_loader_fn: Callable[[int], Iterable], val_loader
         on_epoch: Callable[[FitState], None] | None = None, progress: bool = True) -> FitState:
     """Train for t['epochs'] epochs, validating after each and checkpointing atomically.
 
+    `val_loader=None` (protocol "paper", no held-out split): no validation, and `best.pt` is
+    the final epoch's model.
+
     `train_loader_fn(epoch)` returns the loader of that epoch (seeded from it). Resumes from
     `ckpt_dir/last.pt` when present and written under the same config and the same resolved
     `amp` and `channels_last` (fgvc.run.resolve_machine). Keeps `last.pt` and `best.pt`
@@ -447,15 +450,17 @@ def fit(model: nn.Module, train_loader_fn: Callable[[int], Iterable], val_loader
                                 epoch=epoch, amp=amp, scaler=scaler, grad_clip=t["grad_clip"],
                                 max_steps=t["max_steps"], channels_last=channels_last,
                                 progress=progress)
-        val = evaluate(model, val_loader, device, amp=amp, channels_last=channels_last,
-                       max_steps=t["max_steps"])
+        val = {} if val_loader is None else evaluate(
+            model, val_loader, device, amp=amp, channels_last=channels_last,
+            max_steps=t["max_steps"])
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                **{f"train_{k}" if not k.startswith("train_") else k: v for k, v in stats.items()},
                **{f"val_{k}": v for k, v in val.items()}}
         state.history.append(row)
         state.epoch = epoch + 1
-        if val["top1"] > state.best_top1:
-            state.best_top1, state.best_epoch = val["top1"], epoch + 1
+        # Without a validation split (protocol "paper") the final epoch is the one tested.
+        if val_loader is None or val["top1"] > state.best_top1:
+            state.best_top1, state.best_epoch = val.get("top1", -1.0), epoch + 1
             if rank == 0:
                 torch_save({"model": model_state(core), "epoch": epoch + 1,
                             "config_hash": config_hash, "choices": choices}, ckpt_dir / "best.pt")

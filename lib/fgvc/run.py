@@ -123,7 +123,8 @@ def make_loaders(bundle, cfg: dict, pair_mode: str | None):
         shard = torch.utils.data.Subset(ds, range(rank, len(ds), world)) if world > 1 else ds
         return DataLoader(shard, batch_size=t["eval_batch_size"], shuffle=False, **common)
 
-    return train_loader, eval_loader(bundle.val), eval_loader(bundle.test)
+    val = eval_loader(bundle.val) if len(bundle.val) else None   # protocol "paper": no split
+    return train_loader, val, eval_loader(bundle.test)
 
 
 def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None = None,
@@ -170,11 +171,12 @@ def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None 
     state = fit(model, train_loader_fn, val_loader, cfg["train"], device, ckpt_dir,
                 seed=cfg["seed"], config_hash=cfg["config_hash"], amp=amp,
                 channels_last=channels_last, on_epoch=record, progress=progress and rank == 0)
-    # Test once, with the checkpoint selected on validation.
+    # Test once, with the checkpoint selected on validation (protocol "val") or the final one.
     best = torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=True)
     load_model_state(core, best["model"])
     steps = cfg["train"]["max_steps"]
-    val = evaluate(model, val_loader, device, amp=amp, channels_last=channels_last, max_steps=steps)
+    val = (evaluate(model, val_loader, device, amp=amp, channels_last=channels_last,
+                    max_steps=steps) if val_loader is not None else {"top1": None, "top5": None})
     test = evaluate(model, test_loader, device, amp=amp, channels_last=channels_last, max_steps=steps,
                     genus=bundle.genus_index)
     hist = state.history
@@ -182,7 +184,7 @@ def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None 
     metrics = {
         "run_id": cfg["run_id"], "config_hash": cfg["config_hash"],
         "method": cfg["method"], "variant": cfg["variant"], "dataset": cfg["dataset"],
-        "profile": cfg["profile"], "seed": cfg["seed"],
+        "profile": cfg["profile"], "protocol": cfg["protocol"], "seed": cfg["seed"],
         "val_top1": val["top1"], "val_top5": val["top5"],
         "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["loss"],
         # fine-grained levels on test (fgvc.engine.genus_summary; None where the dataset has no genera)
