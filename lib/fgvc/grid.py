@@ -226,7 +226,8 @@ def run_grid(specs: list[RunSpec], workers: int = 1, backend: str = "local",
             rid = cfg["run_id"]
             if status == "done":
                 m = io.read_json(results_dir() / "runs" / rid / "metrics.json")
-                msg = f"test top-1 {m['test_top1']:.1f}% (val {m['val_top1']:.1f}%)"
+                val = "" if m.get("val_top1") is None else f" (val {m['val_top1']:.1f}%)"
+                msg = f"test top-1 {m['test_top1']:.1f}%{val}"
                 result["done"].append(rid)
             elif status == "failed":
                 msg = f"FAILED: {err}"
@@ -290,8 +291,12 @@ def main(argv: list[str] | None = None) -> int:
         for s in specs:
             print(s.config()["run_id"])
         return 0
-    workers = a.workers or load_profile(a.profile).get("grid_workers", 1)
-    result = run_grid(specs, workers=workers, backend=a.backend, threads=a.threads)
+    prof = load_profile(a.profile)
+    workers = a.workers or prof.get("grid_workers", 1)
+    # A fixed thread count per run (the profile's grid_threads) keeps a run's arithmetic, and so
+    # its metrics, the same on a machine with more cores; without it: cores // workers.
+    threads = a.threads or prof.get("grid_threads")
+    result = run_grid(specs, workers=workers, backend=a.backend, threads=threads)
     return 1 if result["failed"] else 0
 
 
