@@ -76,7 +76,8 @@ def fake(tmp_path, monkeypatch):
     root = tmp_path / "results"
     for (method, variant), by_seed in TOP1.items():
         for seed, top1 in by_seed.items():
-            extra = ({"test_genus_top1": 80.0 + seed, "chance_top1": 6.25}
+            extra = ({"test_genus_top1": 80.0 + seed, "chance_top1": 6.25,
+                      "test_within_genus_top1": None}    # null: a dataset without genera
                      if (method, variant) == ("alpha", "full") else None)
             write_run(root, method, variant, seed, top1,
                       protocol=None if method == "beta" else "val", extra=extra)
@@ -151,6 +152,7 @@ def test_genus_metrics_where_present_nan_elsewhere(fake):
     assert full["test_genus_top1_std"] == pytest.approx(1.0)
     assert full["chance_top1_mean"] == 6.25 and full["test_errors_in_genus_n"] == 0
     assert math.isnan(full["test_errors_in_genus_mean"])
+    assert full["test_within_genus_top1_n"] == 0 and math.isnan(full["test_within_genus_top1_mean"])
     base = _row(arms, protocol="val", method="baseline", variant="full")
     assert base["test_genus_top1_n"] == 0 and math.isnan(base["test_genus_top1_mean"])
 

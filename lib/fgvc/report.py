@@ -3,6 +3,10 @@
     python -m fgvc.report [--profile transfer]
 
 Executes the report notebooks with papermill (their executed copies go to results/reports/).
+30_report writes the tidy tables results/tables/accuracy.{csv,md} (mean, std, n, 95 % t
+interval over seeds, paired differences), ablation_<method>.{csv,md} and claims.{csv,md} (each
+paper's claims with a verdict), and results/figures/curves_<dataset>.png (learning curves);
+see fgvc.results. Every markdown table names the profile and protocol of its runs.
 """
 from __future__ import annotations
 

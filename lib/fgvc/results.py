@@ -175,8 +175,8 @@ def _nan(x) -> float:
 
 def _by_seed(g: pd.DataFrame, metric: str) -> dict[int, float]:
     """{seed: value} of one row's runs (the mean where a seed was run twice)."""
-    g = g[["seed", metric]].dropna()
-    return {int(s): float(v) for s, v in g.groupby("seed")[metric].mean().items()}
+    g = pd.DataFrame({"seed": g["seed"], "v": pd.to_numeric(g[metric], errors="coerce")}).dropna()
+    return {int(s): float(v) for s, v in g.groupby("seed")["v"].mean().items()}
 
 
 def _interval_cols(values, prefix: str = "", confidence: float = CONFIDENCE) -> dict:
