@@ -1,4 +1,4 @@
-"""pcanet (seed 002): co-attention, BAP, attention erase, centre losses, CE reduction, switches, cost."""
+"""pcanet (seed 002): co-attention, BAP, attention erase, centre losses, CE reduction, cost."""
 import math
 
 import pytest
@@ -170,8 +170,8 @@ def test_bap_head_is_the_default_and_feeds_the_fc_scaled_by_100():
 
 
 # --------------------------------------------------------------------------- centre loss
-def test_wen_center_loss_value_gradient_and_decrease_towards_centres():
-    cl = CenterLoss(3, 2, rate=0.5, form="wen")
+def test_standard_center_loss_value_gradient_and_decrease_towards_centres():
+    cl = CenterLoss(3, 2, rate=0.5, form="standard")
     cl.centers.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]]))
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [3.0, 3.0]], requires_grad=True)
     y = torch.tensor([0, 0, 1])
@@ -184,8 +184,8 @@ def test_wen_center_loss_value_gradient_and_decrease_towards_centres():
     assert losses[0] > losses[1] > losses[2] > losses[3] == 0
 
 
-def test_wen_center_update_follows_wen_et_al():
-    cl = CenterLoss(3, 2, rate=0.5, form="wen")
+def test_standard_center_update_follows_ref_25():
+    cl = CenterLoss(3, 2, rate=0.5, form="standard")
     cl.centers.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]]))
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [3.0, 3.0]])
     cl.update(x, torch.tensor([0, 0, 1]))
@@ -296,7 +296,7 @@ def test_paper_text_variant_is_the_literal_reading():
     spec = load_variants("pcanet")["paper_text"]
     assert spec["paper"] == {}
     model, (x, y) = _model(center_weight=0.5, **spec["cfg"]), _batch()
-    assert model.fc.in_features == 512 and model.center.form == "wen"
+    assert model.fc.in_features == 512 and model.center.form == "standard"
     out = model.train()(x, y)
     total, parts = model.loss(out, y)
     assert torch.isclose(total, parts["ce"] + parts["ce_ca"] + parts["ce_ae"] + 0.5 * parts["center"])
@@ -340,7 +340,7 @@ def test_invalid_settings_list_the_choices():
         _model(pooling="avg")
     with pytest.raises(ValueError, match="'mean', 'sum'"):
         _model(ce_reduce="max")
-    with pytest.raises(ValueError, match="'authors', 'wen'"):
+    with pytest.raises(ValueError, match="'authors', 'standard'"):
         _model(center_form="l2")
     with pytest.raises(ValueError, match="num_attention"):
         _model(num_attention=513)

@@ -15,9 +15,9 @@ What it does (training; batches hold same-class pairs, image i and i + B/2):
 
 Defaults: the authors' code's five choices (issue 18). None of them was chosen by a
 measurement in this study (not measured in this study); they follow the authors' code
-where the text is silent or, for three of them, where the text reads otherwise. The literal
-reading of the text (gap, shared W, no residual, sum, Wen's form) is the variant
-`paper_text` in configs/variants/pcanet.yaml.
+where the text is silent or, for three of them, where the text reads otherwise. The
+literal reading of the text (gap, shared W, no residual, sum, the standard centre loss) is
+the variant `paper_text` in configs/variants/pcanet.yaml.
 
 - Pooling (`pooling`, default "bap"). The text: "We remove the last pooling layer and
   fully-connected layer, and add a bilinear pooling to generate a more powerful feature
@@ -41,12 +41,13 @@ reading of the text (gap, shared W, no residual, sum, Wen's form) is the variant
   W_2 = softmax_row(-(F2' F1'^T)) for image 2, which is symmetric under swapping the pair.
   Eq. 2 applies one W, from (F1, F2), to both images (`ca_shared=True`).
 - CE reduction (`ce_reduce`, default "mean"): the authors' code divides the sum of its CE
-  terms by their number (six, three per image of the pair) and adds the centre loss
-  unscaled; we average the CE terms present (3 in `full`, 2 in the single-module rows).
+  terms by their number (six: the original and the erased image of each image of the pair,
+  and two co-attended poolings) and adds the centre loss unscaled; we average the CE
+  terms present (3 in `full`, 2 in the single-module rows).
   Eq. 6 writes the sum, L = sum_i L_cls + lambda L_cen ("sum").
 - Centre loss (`center_form`, default "authors"). The text only says "For each category,
   a feature vector is calculated as the center of the corresponding category, and it will
-  be continuously updated during training phase" (Wen et al.'s centre loss, ref. 25), with
+  be continuously updated during training phase" (the centre loss of its ref. 25, ECCV 2016), with
   an unstated weight lambda. The authors' code, in our words: the centres are a (K, D)
   store, zeros at start; the loss reads each sample's centre L2-normalised (a zero centre
   stays zero) and is the batch mean of ||x_i - c^_{y_i}||^2 on the unit-norm BAP feature,
@@ -56,14 +57,14 @@ reading of the text (gap, shared W, no residual, sum, Wen's form) is the variant
   which makes it deterministic). Consequence (exact, tested): from zero centres, the
   stored centre is always 0.05 x of the latest such sample, so its normalised read-out IS
   that sample's feature and the rate plays no role: the loss pulls each feature towards
-  the last feature of its class seen in an earlier batch. "wen": 1/2 mean_i ||x_i -
-  c_{y_i}||^2 on the raw centres, which move by Wen's rule c_j -= alpha * sum_{y_i=j}
-  (c_j - x_i) / (1 + n_j). `center_weight` lambda 1.0 and `center_rate` alpha 0.05 are
-  the authors' code's (weight 1, alpha = 1 - 0.95) for both forms. `center_normalize`
-  (default on) L2-normalises x_i first; with BAP the feature is unit-norm already, with
-  GAP the raw features of a ResNet-50 have norms near 30 and would swamp the CE. The
-  authors' code applies the centre loss to the first image of each pair only; we apply
-  it to the pooled F_O of every image of the batch.
+  the last feature of its class seen in an earlier batch. "standard" (ref. 25):
+  1/2 mean_i ||x_i - c_{y_i}||^2 on the raw centres, which move by that paper's rule
+  c_j -= alpha * sum_{y_i=j} (c_j - x_i) / (1 + n_j). `center_weight` lambda 1.0 and
+  `center_rate` alpha 0.05 are the authors' code's (weight 1, alpha = 1 - 0.95) for both
+  forms. `center_normalize` (default on) L2-normalises x_i first; with BAP the feature is
+  unit-norm already, with GAP the raw features of a ResNet-50 have norms near 30 and would
+  swamp the CE. The authors' code applies the centre loss to the first image of each pair
+  only; we apply it to the pooled F_O of every image of the batch.
 
 Other choices where the paper is unclear (not measured in this study):
 - Attention map (`ae_map`): the text picks the channel of F_W with the largest GAP value
@@ -93,7 +94,7 @@ from .registry import register
 AE_MAPS = ("max_channel", "max_over_channels")
 POOLINGS = ("bap", "gap")
 CE_REDUCES = ("mean", "sum")
-CENTER_FORMS = ("authors", "wen")
+CENTER_FORMS = ("authors", "standard")
 
 
 @dataclass
@@ -103,12 +104,12 @@ class PCANetConfig(MethodConfig):
     use_center: bool = True         # centre loss (sec. 3.3)
     pooling: str = "bap"            # authors' code: WS-DAN bilinear attention pooling; or "gap"
     num_attention: int = 32         # attention maps M for pooling="bap" (authors' code: 32)
-    ca_shared: bool = False         # False: own W per image (authors' code); True: one W per pair (eq. 2)
+    ca_shared: bool = False         # own W per image (authors' code); True: one per pair (eq. 2)
     ca_residual: bool = True        # F_W = W F' + F' (authors' code); False: W F' (eq. 2)
     ce_reduce: str = "mean"         # mean of the CE terms (authors' code) or "sum" (eq. 6)
     ae_map: str = "max_channel"     # or "max_over_channels" (eq. 3)
     ae_theta: float = 0.5           # erase where the min-max normalised map exceeds theta
-    center_form: str = "authors"    # authors' code's centre loss, or "wen" (1/2 form, Wen's update)
+    center_form: str = "authors"    # authors' code's, or "standard" (ref. 25: 1/2 form + update)
     center_weight: float = 1.0      # lambda in eq. 6 (authors' code: 1)
     center_rate: float = 0.05       # centre update rate (authors' code: 1 - 0.95)
     center_normalize: bool = True   # L2-normalise features before the centre loss
@@ -149,8 +150,8 @@ class CenterLoss(nn.Module):
     form="authors" (the authors' code): L = mean_i ||x_i - c^_{y_i}||^2 with c^ the stored
     centre L2-normalised (zero stays zero); `update` adds rate * (x_i - c^_{y_i}) to the
     stored centre of y_i for one sample per class, the class's last in the batch.
-    form="wen" (Wen et al., ECCV 2016): L = 1/2 mean_i ||x_i - c_{y_i}||^2 on the stored
-    centres; `update` is c_j -= rate * sum_{i: y_i = j} (c_j - x_i) / (1 + n_j).
+    form="standard" (the paper's ref. 25, ECCV 2016): L = 1/2 mean_i ||x_i - c_{y_i}||^2 on
+    the stored centres; `update` is c_j -= rate * sum_{i: y_i = j} (c_j - x_i) / (1 + n_j).
     `forward` computes the loss (gradient flows to the features only); `update` moves the
     centres without gradient.
     """
