@@ -3,10 +3,23 @@
 Built on pytorch-grad-cam (``pytorch_grad_cam``):
 
 - :class:`LogitsOnly` wraps a method (whose ``forward`` returns a dict) so the library sees
-  the logits tensor it expects; each method names its target layer(s) through
+  the logits tensor it expects; each method names its last-stage target layer(s) through
   ``method.cam_target_layers()``.
+- :func:`cam_layer` picks the target layer of a method for an input size: the deepest
+  stage whose map has at least `min_side` (default 8) cells a side, since a 4x4 last map
+  (EfficientNet-Lite0 or ResNet at 128 px) can hardly tell a bird's head from its tail.
+  At the last stage it is the method's own target (``cam_target_layers()``); at an earlier
+  stage the method's map at that stage: ma_ea's attended map where an MA block follows the
+  stage, else the backbone stage's output (lafe's f_i feeds both the next stage and its
+  attention / fusion branch; focus's image pass). EfficientNet-Lite0 at 128 px: stages[2],
+  8x8 (the last map is 4x4); ResNet at 64 px: layer2 (8x8), at 128 px layer3, at 448 px
+  layer4 (14x14).
 - :func:`compute_cams` runs any of the library's CAM variants (``CAM_VARIANTS``) over a batch
-  of images, in chunks, and returns CAMs at the input resolution, values in [0, 1].
+  of images, in chunks, and returns CAMs at the input resolution, values in [0, 1], with the
+  layer's name and measured map size. Each target layer is recorded on its first call per
+  forward only (:class:`FirstPassRecorder`): focus runs the same backbone again on its
+  zoomed regions, ma_ea (test_logits="mean") on the erased images, and the CAM explains the
+  image's own pass.
 - Localization, on datasets with boxes and part keypoints (CUB, SynthBirds):
   :func:`energy_in_box` (share of CAM mass inside the bird's box), :func:`pointing_hit`
   (the pointing game: is the CAM's maximum within `tolerance` pixels of an annotated part;
@@ -14,10 +27,17 @@ Built on pytorch-grad-cam (``pytorch_grad_cam``):
   :func:`road_scores` (faithfulness: pytorch-grad-cam's ROAD, removing the most / least
   relevant pixels with noisy linear imputation; combined = (LeRF - MoRF) / 2, higher is
   more faithful).
+- What a map with no localisation scores (:func:`uniform_reference`, the table's row
+  ``REFERENCE``): energy-in-box of a uniform map = the box's area share
+  (:func:`box_fraction`); the pointing game's chance = the share of the image within
+  `tolerance` of a counted part (:func:`pointing_chance`: the union of the tolerance discs,
+  clipped to the image, over its area), the hit rate of a point drawn uniformly.
 - :func:`to_input_coords` maps boxes and keypoints from original-image pixels into the
   network input's pixels (eval transform: resize to (resize, resize), centre crop `crop`).
-- :func:`score_run` / :func:`gallery_data` load a finished run (config + best checkpoint)
-  and evaluate its CAMs on the first test images.
+- :func:`load_run_cams` loads a finished run (config + best checkpoint) and its first test
+  images; :func:`cam_study` scores the CAMs of several runs on the same images (with the
+  reference row) and collects a gallery; :func:`cam_gallery` draws it (rows = the input,
+  then one method each, labelled with the layer and its map size).
 
 Coordinates are continuous pixel coordinates: pixel (row i, column j) covers [j, j+1) x [i, i+1)
 and its centre is (j + 0.5, i + 0.5); a box is (x, y, w, h).
@@ -25,6 +45,7 @@ and its centre is (j + 0.5, i + 0.5); a box is (x, y, w, h).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -82,26 +103,173 @@ def target_layers(method: nn.Module) -> list[nn.Module]:
 
 
 @dataclass
+class CamLayer:
+    """A Grad-CAM target layer: the module(s), a name for tables and figures, and the map."""
+
+    modules: list[nn.Module]
+    name: str                  # module path in the method, e.g. "backbone.stages.2", "ma.2"
+    stage: int                 # backbone stage index (0..3) whose resolution the map has
+    map_size: tuple[int, int]  # (h, w) of the map for the input size it was chosen for
+
+    @property
+    def map_label(self) -> str:
+        return f"{self.map_size[0]}x{self.map_size[1]}"
+
+
+def module_name(method: nn.Module, module: nn.Module) -> str:
+    """`module`'s dotted path inside `method` ('' for the method itself)."""
+    for name, m in method.named_modules():
+        if m is module:
+            return name
+    raise ValueError(f"{type(module).__name__} is not a submodule of {type(method).__name__}")
+
+
+def stage_map_sizes(method: nn.Module, input_size: int | tuple[int, int]) -> list[tuple[int, int]]:
+    """(h, w) of every backbone stage's output for an input of `input_size` (one dry forward
+    of a zero image through the backbone, no gradient; the training flag is restored)."""
+    h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
+    backbone = method.backbone
+    p = next(backbone.parameters())
+    was_training = backbone.training
+    try:
+        backbone.eval()
+        with torch.no_grad():
+            outs = backbone.forward_stages(torch.zeros(1, 3, h, w, device=p.device, dtype=p.dtype))
+    finally:
+        backbone.train(was_training)
+    return [tuple(o.shape[-2:]) for o in outs]
+
+
+def cam_layer(method: nn.Module, input_size: int | tuple[int, int], min_side: int | None = 8) -> CamLayer:
+    """The target layer for inputs of `input_size`: the deepest backbone stage whose map has
+    at least `min_side` cells on its shorter side (none that large: the largest, stage 0).
+
+    At the last stage: the method's own target (`cam_target_layers()`: ma_ea's last MA block
+    or stage, lafe's fused map the classifier pools, focus's image-level Z). At an earlier
+    stage: ma_ea's MA block after that stage if it has one (its output is what the next
+    stage reads), else the backbone stage itself; for lafe that is f_i, which feeds both the
+    next stage and lafe's attention and fusion, so its gradient carries both paths; for focus
+    the stage's first call, the image pass (see :class:`FirstPassRecorder`).
+    `min_side=None`: always the last stage (`target_layers`).
+    """
+    sizes = stage_map_sizes(method, input_size)
+    last = len(sizes) - 1
+    if min_side is None:
+        stage = last
+    else:
+        fit = [i for i, hw in enumerate(sizes) if min(hw) >= min_side]
+        stage = fit[-1] if fit else 0
+    if stage == last:
+        modules = target_layers(method)
+    else:
+        ma = getattr(method, "ma", None)
+        own = ma[str(stage)] if isinstance(ma, nn.ModuleDict) and str(stage) in ma else None
+        modules = [own if own is not None else method.backbone.stages[stage]]
+    name = " + ".join(module_name(method, m) for m in modules)
+    return CamLayer(modules, name, stage, sizes[stage])
+
+
+class FirstPassRecorder:
+    """Drop-in for pytorch-grad-cam's ActivationsAndGradients that keeps, per target layer,
+    the activation and gradient of its *first* call in each forward only.
+
+    The library appends every call, and pairs target layer i with the i-th recorded
+    activation; a method that runs the same layer again in one forward (focus: the backbone
+    on its zoomed regions; ma_ea with test_logits="mean": on the erased images) would hand
+    it a region batch, or mix the passes. The first call is the image's own pass. A layer
+    that returns a tuple is recorded by its first element (the map the next layer reads).
+    """
+
+    def __init__(self, model: nn.Module, target_layers: Sequence[nn.Module],
+                 reshape_transform=None, detach: bool = True):
+        self.model = model
+        self.reshape_transform = reshape_transform
+        self.detach = detach
+        self._acts: dict[int, torch.Tensor] = {}
+        self._grads: dict[int, torch.Tensor] = {}
+        self.map_sizes: dict[int, tuple[int, int]] = {}  # kept across forwards
+        self.handles = [layer.register_forward_hook(partial(self._save, i))
+                        for i, layer in enumerate(target_layers)]
+
+    def _keep(self, t: torch.Tensor) -> torch.Tensor:
+        if self.reshape_transform is not None:
+            t = self.reshape_transform(t)
+        return t.cpu().detach() if self.detach else t
+
+    def _save(self, i: int, module: nn.Module, inputs, output) -> None:
+        if i in self._acts:  # a later pass through the same layer
+            return
+        if isinstance(output, (tuple, list)):  # (map, extras), e.g. ma_ea's MA block with
+            output = output[0]                 # return_parts: the map the next layer reads
+        self._acts[i] = self._keep(output)
+        self.map_sizes[i] = tuple(output.shape[-2:])
+        if getattr(output, "requires_grad", False):
+            def store(grad: torch.Tensor) -> None:
+                self._grads[i] = self._keep(grad)
+            output.register_hook(store)
+
+    @property
+    def activations(self) -> list[torch.Tensor]:
+        return [self._acts[i] for i in sorted(self._acts)]
+
+    @property
+    def gradients(self) -> list[torch.Tensor]:
+        return [self._grads[i] for i in sorted(self._grads)]
+
+    def __call__(self, x: torch.Tensor):
+        self._acts, self._grads = {}, {}
+        return self.model(x)
+
+    def clear(self) -> None:
+        self._acts, self._grads = {}, {}
+
+    def release(self) -> None:
+        self.clear()
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+
+@dataclass
 class CamResult:
     cams: np.ndarray      # (N, H, W) float32 in [0, 1], at the input resolution
     logits: torch.Tensor  # (N, K) of the forward the CAMs were computed from
     targets: list[int]    # the class each CAM explains
+    layer: str = ""       # the target layer(s), dotted module path(s) in the method
+    map_size: tuple[int, int] = (0, 0)  # (h, w) of the target layer's map, as recorded
 
     @property
     def preds(self) -> list[int]:
         return self.logits.argmax(1).tolist()
 
+    @property
+    def map_label(self) -> str:
+        return f"{self.map_size[0]}x{self.map_size[1]}"
+
 
 def compute_cams(method: nn.Module, images: torch.Tensor, variant: str = "gradcam",
                  targets: Sequence[int] | None = None, batch_size: int = 16,
-                 layers: list[nn.Module] | None = None) -> CamResult:
+                 layers: list[nn.Module] | CamLayer | None = None,
+                 min_side: int | None = None) -> CamResult:
     """CAMs of `images` (N, 3, H, W) for classes `targets` (default: the predicted class).
 
-    The model is put in eval mode. Several target layers are averaged (the library's rule).
+    Target layer: `layers` (modules, or a :class:`CamLayer`); else with `min_side` the
+    :func:`cam_layer` for these images' size; else the method's last-stage target
+    (`target_layers`). The model is put in eval mode. Several target layers are averaged
+    (the library's rule); each is recorded on its first call per forward.
     """
+    if layers is None and min_side is not None:
+        layers = cam_layer(method, tuple(images.shape[-2:]), min_side)
+    if isinstance(layers, CamLayer):
+        layers = layers.modules
+    layers = list(layers) if layers else target_layers(method)
     model = LogitsOnly(method).eval()
     cams, logits, used = [], [], []
-    with cam_class(variant)(model=model, target_layers=layers or target_layers(method)) as cam:
+    cam = cam_class(variant)(model=model, target_layers=layers)
+    cam.activations_and_grads.release()
+    recorder = cam.activations_and_grads = FirstPassRecorder(
+        model, layers, cam.reshape_transform, getattr(cam, "detach", True))
+    with cam:
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size]
             tg = None if targets is None else [ClassifierOutputTarget(int(t))
@@ -113,7 +281,9 @@ def compute_cams(method: nn.Module, images: torch.Tensor, variant: str = "gradca
             used += [int(t) for t in targets[start:start + batch_size]] if targets is not None \
                 else lg.argmax(1).tolist()
     method.zero_grad(set_to_none=True)
-    return CamResult(np.clip(np.concatenate(cams), 0.0, 1.0), torch.cat(logits), used)
+    name = " + ".join(module_name(method, m) for m in layers)
+    return CamResult(np.clip(np.concatenate(cams), 0.0, 1.0), torch.cat(logits), used, name,
+                     recorder.map_sizes.get(0, (0, 0)))
 
 
 # ----------------------------------------------------------------------------- coordinates
@@ -177,6 +347,91 @@ def pointing_hit(cam: np.ndarray, parts: np.ndarray, tolerance: float = 4.0) -> 
         return float("nan")
     d = np.hypot(*(parts - np.asarray(cam_peak(cam))).T)
     return float(d.min() <= tolerance)
+
+
+def default_tolerance(width: int) -> float:
+    """The pointing game's tolerance in input pixels: the classic 15 px at 224, scaled."""
+    return 15 / 224 * width
+
+
+# ----------------------------------------------------------------------------- reference
+
+REFERENCE = "uniform (no localisation)"  # the table's row of a map that localises nothing
+
+
+def box_fraction(box: Box, shape: tuple[int, int]) -> float:
+    """Energy-in-box of a uniform map: the share of the (H, W) image's pixels inside `box`
+    (pixel centres, as :func:`energy_in_box` counts them)."""
+    return float(box_mask(box, shape).mean())
+
+
+def disc_union_area(centres: np.ndarray | Sequence, radius: float, width: float,
+                    height: float, nodes: int = 32) -> float:
+    """Area of the union of discs of `radius` around `centres` ((N, 2) x, y), clipped to the
+    rectangle [0, width] x [0, height].
+
+    Integrated over x: at each x the union's extent in y is a union of intervals (merged
+    exactly); between the x where that extent changes form (disc edges, pairwise disc
+    crossings, discs meeting the top or bottom edge) it is smooth, and Gauss-Legendre with
+    x = mid + half * sin(phi) (which absorbs the square-root edges) is accurate to ~1e-12
+    of the area.
+    """
+    c = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+    r = float(radius)
+    if len(c) == 0 or r <= 0 or width <= 0 or height <= 0:
+        return 0.0
+    cx, cy = c[:, 0], c[:, 1]
+    xs = [0.0, float(width), *(cx - r), *(cx + r)]
+    for i in range(len(c)):
+        for j in range(i + 1, len(c)):
+            d = float(np.hypot(*(c[j] - c[i])))
+            if 0 < d < 2 * r:  # the two crossing points
+                mid, h = (c[i] + c[j]) / 2, np.sqrt(r * r - d * d / 4)
+                ux, uy = (c[j] - c[i]) / d
+                xs += [mid[0] - h * uy, mid[0] + h * uy]
+    for y in (0.0, float(height)):
+        dy = np.abs(cy - y)
+        k = dy < r
+        xs += list(cx[k] - np.sqrt(r * r - dy[k] ** 2)) + list(cx[k] + np.sqrt(r * r - dy[k] ** 2))
+    xs = np.unique(np.clip(xs, 0.0, width))
+    t, wt = np.polynomial.legendre.leggauss(nodes)
+    phi, wphi = t * np.pi / 2, wt * np.pi / 2 * np.cos(t * np.pi / 2)  # x = sin(phi) on [-1, 1]
+    a, b = xs[:-1, None], xs[1:, None]
+    x = ((a + b) / 2 + (b - a) / 2 * np.sin(phi)).ravel()               # (S * nodes,)
+    w = ((b - a) / 2 * wphi).ravel()
+    half = np.sqrt(np.clip(r * r - (x[:, None] - cx[None]) ** 2, 0.0, None))  # (X, N)
+    lo = np.clip(cy[None] - half, 0.0, height)
+    hi = np.clip(cy[None] + half, 0.0, height)
+    order = np.argsort(lo, axis=1)
+    lo, hi = np.take_along_axis(lo, order, 1), np.take_along_axis(hi, order, 1)
+    reach = np.concatenate([np.full((len(x), 1), -np.inf),
+                            np.maximum.accumulate(hi, axis=1)[:, :-1]], 1)  # max hi so far
+    length = np.clip(hi - np.maximum(lo, reach), 0.0, None).sum(1)       # (X,) union length
+    return float((w * length).sum())
+
+
+def pointing_chance(parts: np.ndarray, shape: tuple[int, int], tolerance: float) -> float:
+    """The pointing game's hit rate for a point drawn uniformly over the (H, W) image: the
+    area within `tolerance` of any of `parts` ((N, 2) x, y; the union of the discs, clipped
+    to the image) over the image's area. NaN if there is no part (as :func:`pointing_hit`)."""
+    parts = np.asarray(parts, dtype=np.float64).reshape(-1, 2)
+    if len(parts) == 0:
+        return float("nan")
+    h, w = shape
+    return disc_union_area(parts, tolerance, w, h) / (h * w)
+
+
+def uniform_reference(boxes: Sequence[Box | None], parts: Sequence[np.ndarray],
+                      shape: tuple[int, int], tolerance: float) -> dict:
+    """What a map with no localisation scores on these images: `energy_in_box` = the mean
+    box share (:func:`box_fraction`) over the images with a box; `pointing_game` = the mean
+    :func:`pointing_chance` over the images with a counted part. The same images (and
+    rules) the runs' scores average over."""
+    energy = [box_fraction(b, shape) for b in boxes if b is not None]
+    chance = [pointing_chance(p, shape, tolerance) for p in parts]
+    chance = [c for c in chance if np.isfinite(c)]
+    return {"energy_in_box": float(np.mean(energy)) if energy else float("nan"),
+            "pointing_game": float(np.mean(chance)) if chance else float("nan")}
 
 
 def road_scores(method: nn.Module, images: torch.Tensor, cams: np.ndarray, targets: Sequence[int],
@@ -302,16 +557,19 @@ def load_run_cams(run_dir: str | Path, n_images: int = 16, device: str = "cpu") 
 def score_cams(rc: RunCams, result: CamResult, tolerance: float | None = None,
                road: bool = True, road_images: int = 8,
                road_percentiles: Sequence[int] = (20, 40, 60, 80)) -> dict:
-    """Localization and faithfulness of one run's CAMs, averaged over its images.
+    """Localization and faithfulness of one run's CAMs, averaged over its images, with the
+    target layer (`layer`, `map_h`, `map_w`) and the pointing game's `tolerance_px`.
 
     `tolerance` of the pointing game in input pixels; default the classic 15 px at 224,
-    scaled to the input size.
+    scaled to the input size (:func:`default_tolerance`).
     """
-    tolerance = 15 / 224 * result.cams.shape[-1] if tolerance is None else tolerance
+    tolerance = default_tolerance(result.cams.shape[-1]) if tolerance is None else tolerance
     energy = [energy_in_box(c, b) for c, b in zip(result.cams, rc.boxes) if b is not None]
     hits = [pointing_hit(c, p, tolerance) for c, p in zip(result.cams, rc.parts)]
     row = {"run_id": rc.run_id, "method": rc.method, "variant": rc.variant, "dataset": rc.dataset,
-           "seed": rc.seed, "n_images": len(result.cams),
+           "seed": rc.seed, "layer": result.layer, "map_h": result.map_size[0],
+           "map_w": result.map_size[1], "n_images": len(result.cams),
+           "tolerance_px": float(tolerance),
            "accuracy": 100.0 * float(np.mean(np.array(result.preds) == np.array(rc.labels))),
            "energy_in_box": float(np.nanmean(energy)) if energy else float("nan"),
            "pointing_game": float(np.nanmean(hits)) if not np.all(np.isnan(hits)) else float("nan")}
@@ -323,59 +581,161 @@ def score_cams(rc: RunCams, result: CamResult, tolerance: float | None = None,
     return row
 
 
+def reference_row(rc: RunCams, shape: tuple[int, int], tolerance: float | None = None) -> dict:
+    """The :data:`REFERENCE` row (:func:`uniform_reference`) of a run's images, in
+    :func:`score_cams`' columns (no run, layer, accuracy or ROAD: NaN / empty)."""
+    tolerance = default_tolerance(shape[-1]) if tolerance is None else tolerance
+    return {"run_id": "", "method": REFERENCE, "variant": "", "dataset": rc.dataset,
+            "seed": float("nan"), "layer": "", "map_h": float("nan"), "map_w": float("nan"),
+            "n_images": len(rc.images), "tolerance_px": float(tolerance),
+            "accuracy": float("nan"), **uniform_reference(rc.boxes, rc.parts, shape, tolerance)}
+
+
+SCORE_COLUMNS = ("accuracy", "energy_in_box", "pointing_game", "road")
+
+
 def summarize_scores(scores: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, method, variant): mean ± std over seeds of every score column, and n."""
-    cols = [c for c in ("accuracy", "energy_in_box", "pointing_game", "road") if c in scores]
-    g = scores.groupby(["dataset", "method", "variant"], sort=False)[cols]  # keep run order
-    mean, std = g.mean(), g.std().fillna(0.0)
+    """Per (dataset, method, variant, layer, map): mean ± std over seeds of every score
+    column, `seeds` (runs), `n_images` and `tolerance_px`. Numeric columns only besides the
+    keys: the tidy CSV. :data:`REFERENCE` rows (no model) come last, with std and seeds
+    empty (NaN / <NA>)."""
+    keys = [c for c in ("dataset", "method", "variant", "layer", "map_h", "map_w") if c in scores]
+    cols = [c for c in SCORE_COLUMNS if c in scores]
+    g = scores.groupby(keys, sort=False, dropna=False)  # keep run order
+    mean, std = g[cols].mean(), g[cols].std().fillna(0.0)
     out = pd.concat({"mean": mean, "std": std}, axis=1)
     out.columns = [f"{c}_{stat}" for stat, c in out.columns]
     out["seeds"] = g.size()
-    return out.reset_index()
+    for c in ("n_images", "tolerance_px"):
+        if c in scores:
+            out[c] = g[c].first()
+    out = out.reset_index()
+    for c in ("map_h", "map_w"):
+        if c in out:
+            out[c] = out[c].astype("Int64")
+    ref = (out["method"] == REFERENCE).to_numpy()
+    out["seeds"] = out["seeds"].astype("Int64").mask(ref)
+    out.loc[ref, [f"{c}_std" for c in cols]] = float("nan")
+    return pd.concat([out[~ref], out[ref]], ignore_index=True)
 
 
 def scores_markdown_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """`summarize_scores` output as display strings ("0.62 ± 0.03")."""
+    """`summarize_scores` output as display strings ("0.62 ± 0.03"; the reference row: the
+    value alone), with the target layer and its map ("8x8")."""
     cols = [c[:-5] for c in summary.columns if c.endswith("_mean")]
-    out = summary[["method", "variant", "seeds"]].copy()
+    out = summary[["method", "variant"]].copy()
+    if "layer" in summary:
+        out["layer"] = summary["layer"].fillna("")
+    if "map_h" in summary:
+        out["map"] = ["" if pd.isna(h) else f"{h}x{w}"
+                      for h, w in zip(summary["map_h"], summary["map_w"])]
+    out["seeds"] = ["" if pd.isna(n) else str(n) for n in summary["seeds"]]
     for c in cols:
         digits = 1 if c == "accuracy" else 3
-        out[c] = [f"{m:.{digits}f} ± {s:.{digits}f}" if np.isfinite(m) else ""
+        out[c] = ["" if not np.isfinite(m) else f"{m:.{digits}f}" if not np.isfinite(s)
+                  else f"{m:.{digits}f} ± {s:.{digits}f}"
                   for m, s in zip(summary[f"{c}_mean"], summary[f"{c}_std"])]
     return out
 
 
 def cam_study(run_dirs: Sequence[str | Path], cam: str = "gradcam", target: str = "pred",
               n_images: int = 32, road_images: int = 8, gallery_images: int = 6,
-              score: bool = True, road_percentiles: Sequence[int] = (20, 40, 60, 80)) -> tuple[pd.DataFrame, dict | None, list[str]]:
+              score: bool = True, road_percentiles: Sequence[int] = (20, 40, 60, 80),
+              min_side: int | None = 8) -> tuple[pd.DataFrame, dict | None, list[str]]:
     """CAMs of several runs on the same first test images of their dataset.
 
-    Returns (scores: one row per run, see :func:`score_cams`; gallery: the inputs and one
-    column per method from the first run of each method, or None; skipped: messages for
-    runs that could not be loaded, e.g. a missing checkpoint). `target`: explain the
-    predicted ('pred') or the true ('true') class. Localization needs boxes and parts.
+    Returns (scores: one row per run, see :func:`score_cams`, then one :data:`REFERENCE`
+    row per distinct set of images scored (normally one per dataset), see
+    :func:`reference_row`; gallery: the inputs and one column per method from the first run
+    of each method, with its layer and map size, or None; skipped: messages for runs that
+    could not be loaded, e.g. a missing checkpoint). `target`: explain the predicted
+    ('pred') or the true ('true') class. `min_side`: the target layer's map side, see
+    :func:`cam_layer` (None: the last stage). Localization needs boxes and parts.
     """
     if target not in ("pred", "true"):
         raise ValueError(f"target {target!r}; valid: ['pred', 'true']")
-    rows, columns, skipped, gallery = [], [], [], None
+    rows, columns, skipped, gallery, refs = [], [], [], None, {}
     for run_dir in run_dirs:
         try:
             rc = load_run_cams(run_dir, max(n_images, gallery_images))
         except FileNotFoundError as e:
             skipped.append(str(e))
             continue
-        result = compute_cams(rc.model, rc.images, cam, rc.labels if target == "true" else None)
+        layer = cam_layer(rc.model, tuple(rc.images.shape[-2:]), min_side)
+        result = compute_cams(rc.model, rc.images, cam, rc.labels if target == "true" else None,
+                              layers=layer)
         has_annotations = any(b is not None for b in rc.boxes)
         if score and has_annotations:
             rows.append(score_cams(rc, result, road=road_images > 0, road_images=road_images,
                                    road_percentiles=road_percentiles))
+            ref = reference_row(rc, result.cams.shape[-2:])
+            key = (ref["dataset"], ref["n_images"], round(ref["tolerance_px"], 9),
+                   round(ref["energy_in_box"], 12), round(ref["pointing_game"], 12))
+            refs.setdefault(key, ref)
         if rc.method not in {c["method"] for c in columns}:
             k = gallery_images
-            columns.append({"method": rc.method, "title": f"{rc.method} (s{rc.seed})",
+            columns.append({"method": rc.method, "seed": rc.seed, "title": f"{rc.method} (s{rc.seed})",
+                            "layer": result.layer, "map": result.map_label,
                             "cams": result.cams[:k], "preds": result.preds[:k]})
             if gallery is None:
                 gallery = {"images": rc.images[:k], "labels": rc.labels[:k],
                            "classes": rc.classes, "boxes": rc.boxes[:k], "parts": rc.parts[:k]}
     if gallery is not None:
         gallery["columns"] = columns
-    return pd.DataFrame(rows), gallery, skipped
+    scores = pd.DataFrame(rows + list(refs.values()))
+    for c in ("seed", "map_h", "map_w"):
+        if c in scores:
+            scores[c] = scores[c].astype("Int64")
+    return scores, gallery, skipped
+
+
+def cam_gallery(gallery: dict, title: str = "", dpi: int = 120):
+    """The gallery of :func:`cam_study`: columns = images, rows = the input (yellow: the
+    bird's box; cyan: the parts the pointing game counts), then one row per method, its
+    CAM overlaid, labelled with the method, seed, target layer and map size; each tile says
+    the true (input row) or predicted class (green: right, red: wrong).
+
+    Tiles are at least as many figure pixels (at `dpi`, as :func:`fgvc.figures.save`
+    writes) as the input has, so the input shows at its own resolution, never shrunk.
+    """
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    from .data import denormalize
+    from .figures import short_name  # (importing fgvc.figures sets the headless backend)
+
+    import matplotlib.pyplot as plt
+
+    images, labels, classes = gallery["images"], gallery["labels"], gallery["classes"]
+    boxes, parts, columns = gallery.get("boxes"), gallery.get("parts"), gallery["columns"]
+    n, h, w = len(images), images.shape[-2], images.shape[-1]
+    rgb = denormalize(images.detach().cpu()).permute(0, 2, 3, 1).numpy()  # (N, H, W, 3)
+    tile = max(1.6, 1.05 * max(h, w) / dpi)
+    fig, axes = plt.subplots(1 + len(columns), n, figsize=(tile * n + 1.4, (tile + 0.3) * (1 + len(columns))),
+                             squeeze=False)
+    for i in range(n):
+        ax = axes[0, i]
+        ax.imshow(rgb[i])
+        if boxes is not None and boxes[i] is not None:
+            x, y, bw, bh = boxes[i]
+            ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), bw, bh, fill=False, lw=1, ec="yellow"))
+        if parts is not None and len(parts[i]):
+            pts = np.asarray(parts[i])
+            ax.scatter(pts[:, 0] - 0.5, pts[:, 1] - 0.5, s=14, c="cyan", marker="+", linewidths=1)
+        ax.set_xlim(-0.5, w - 0.5), ax.set_ylim(h - 0.5, -0.5)
+        ax.set_title(f"true: {short_name(classes[labels[i]])}", fontsize=7)
+        for r, col in enumerate(columns, start=1):
+            ax = axes[r, i]
+            ax.imshow(show_cam_on_image(rgb[i].astype(np.float32), col["cams"][i], use_rgb=True))
+            pred = int(col["preds"][i])
+            ax.set_title(f"pred: {short_name(classes[pred])}", fontsize=7,
+                         color="green" if pred == labels[i] else "red")
+    labels_ = [f"input\n{h}x{w} px"] + [
+        f"{c.get('title', c['method'])}\n{c.get('layer', '')}\n{c.get('map', '')} map" for c in columns]
+    for r, text in enumerate(labels_):
+        axes[r, 0].set_ylabel(text, fontsize=8, rotation=0, ha="right", va="center", labelpad=6)
+    for ax in axes.ravel():
+        ax.set_xticks([]), ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
