@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export TQDM_DISABLE ?=
 
-.PHONY: help study sweep ablations pipeline-check test lab bench gpu-check report setup notebooks
+.PHONY: help study study-new reproduction-report sweep ablations pipeline-check test lab bench gpu-check report setup notebooks
 .DEFAULT_GOAL := help
 
 ## List the targets (also what a bare `make` does).
@@ -25,10 +25,18 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (fgvc-study)" >/dev/null
 	touch $(STAMP)
 
-## The study's main job: the transfer-regime grid on SynthBirds (CPU, no downloads), then the report.
+## The study's main job: retrain the committed transfer-regime study into reproduction/ and compare.
 study: $(STAMP)
+	$(BIN)/python -m fgvc.reproduce --profile transfer
+
+## Maintainers: replace the committed records with a new study on purpose (results/), then the report.
+study-new: $(STAMP)
 	$(BIN)/python -m fgvc.grid --profile transfer
 	$(BIN)/python -m fgvc.report --profile transfer
+
+## Maintainers: on a fresh clone, reproduce and commit results/reproduction.{md,csv}.
+reproduction-report: $(STAMP)
+	$(BIN)/python -m fgvc.reproduce --profile transfer --commit-report
 
 ## The lr sweep on validation that chose each method's lr (results/sweep/, not part of the study's time).
 sweep: $(STAMP)

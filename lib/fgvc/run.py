@@ -15,6 +15,7 @@ refuses to resume a checkpoint made under another dtype or layout.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import time
@@ -74,7 +75,16 @@ def resolve_machine(cfg: dict) -> dict:
             "cpu_capability": fastpath.cpu_capability(),
             "cpu_kind": fast["cpu_kind"], "native_bf16": fast["native_bf16"],
             "fastpath": fast["fastpath"],
-            "torch": torch.__version__, "python": platform.python_version()}
+            "torch": torch.__version__, "torchvision": _version("torchvision"),
+            "numpy": _version("numpy"), "pillow": _version("pillow"),
+            "python": platform.python_version()}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _seed_worker(worker_id: int) -> None:
