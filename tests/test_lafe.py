@@ -1,18 +1,26 @@
-"""lafe (seed 001): region SE, eqs. 1-3, the two feature losses, ablations, input checks."""
+"""lafe (seed 001): region SE, eqs. 1-4 and 8-10 by value, the two feature losses, the
+readings (default vs `separate_heads`, incl. the collapse of the latter), ablations, inputs."""
 import math
 
 import pytest
 import torch
+from torch import nn
 
+import fgvc.methods.base as method_base
 from fgvc.config import load_variants
 from fgvc.layers.se import ChannelSE, RegionSE
 from fgvc.methods import create_method
-from fgvc.methods.lafe import DisConAttention, confusable_loss, discriminative_loss, stage_grid
+from fgvc.methods.lafe import (DisConAttention, StageFusion, confusable_loss,
+                               discriminative_loss, stage_grid)
 from fgvc.models import build_backbone
+from fgvc.models.backbones import Backbone
 
 SIZE, K = 64, 3
 CH = [64, 128, 256, 512]                               # resnet18 stage channels
 GRID = [SIZE // 4, SIZE // 8, SIZE // 16, SIZE // 32]  # 16, 8, 4, 2
+
+
+OLD = load_variants("lafe")["separate_heads"]["cfg"]  # the earlier reading
 
 
 def _model(**cfg):
@@ -103,6 +111,123 @@ def test_stage_attention_is_f_plus_dis_minus_con(use_region):
     assert none1 is None and none2 is None
 
 
+# ----------------------------------------------------------------------------- eq. 4
+def _set_fusion(fu: StageFusion, w2, b2, w1, mean, var, gamma, beta):
+    with torch.no_grad():
+        fu.w2.weight.copy_(torch.tensor(w2, dtype=torch.float)[:, :, None, None])
+        fu.w2.bias.copy_(torch.tensor(b2, dtype=torch.float))
+        fu.w1.weight.copy_(torch.tensor(w1, dtype=torch.float)[:, :, None, None])
+        fu.bn.running_mean.copy_(torch.tensor(mean, dtype=torch.float))
+        fu.bn.running_var.copy_(torch.tensor(var, dtype=torch.float))
+        fu.bn.weight.copy_(torch.tensor(gamma, dtype=torch.float))
+        fu.bn.bias.copy_(torch.tensor(beta, dtype=torch.float))
+    fu.bn.eps = 0.0  # exact arithmetic below
+
+
+def test_fusion_eq4_hand_computed():
+    """U = ReLU(BN(W1(u + maxpool(ReLU(W2 u_prev))))), 1 -> 2 channels, 2x2 -> 1x1 grid."""
+    fu = StageFusion(1, 2)
+    _set_fusion(fu, w2=[[1.0], [-1.0]], b2=[0.0, 0.5], w1=[[1.0, 2.0], [0.0, -1.0]],
+                mean=[1.0, 0.5], var=[4.0, 1.0], gamma=[0.5, 2.0], beta=[0.0, 1.0])
+    u_prev = torch.tensor([[[[1.0, -2.0], [3.0, 0.5]]]])       # (1, 1, 2, 2)
+    u = torch.tensor([[[[1.0]], [[-1.0]]]])                     # (1, 2, 1, 1)
+    # W2 u_prev + b: ch0 [1, -2, 3, .5], ch1 [-.5, 2.5, -2.5, 0]; ReLU, max -> (3, 2.5)
+    # u + p = (4, 1.5); W1 -> (4 + 3, -1.5) = (7, -1.5)
+    # BN (eval): ((7 - 1) / 2 * .5 + 0, (-1.5 - .5) / 1 * 2 + 1) = (1.5, -3); ReLU -> (1.5, 0)
+    torch.testing.assert_close(fu.eval()(u, u_prev), torch.tensor([[[[1.5]], [[0.0]]]]))
+    # train mode: BN with the batch's statistics. A second image u = (-3, .5): u + p = (0, 3),
+    # W1 -> (6, -3). ch0 (7, 6): mean 6.5, var .25 -> (+1, -1) * .5 -> (.5, -.5);
+    # ch1 (-1.5, -3): mean -2.25, var .5625 -> (+1, -1) * 2 + 1 -> (3, -1); ReLU
+    # (torch needs eps > 0 in training: 1e-5 moves these values by under 1e-4)
+    fu.bn.eps = 1e-5
+    u2 = torch.cat([u, torch.tensor([[[[-3.0]], [[0.5]]]])])
+    out = fu.train()(u2, u_prev.expand(2, -1, -1, -1))
+    torch.testing.assert_close(out, torch.tensor([[[[0.5]], [[3.0]]], [[[0.0]], [[0.0]]]]),
+                               rtol=0, atol=1e-4)
+
+
+def test_fusion_eq4_maxpool_maps_previous_grid_onto_current():
+    """1 channel, W2 = W1 = 1, BN the identity: ReLU(u + maxpool_2x2(ReLU(u_prev)))."""
+    fu = StageFusion(1, 1)
+    _set_fusion(fu, w2=[[1.0]], b2=[0.0], w1=[[1.0]], mean=[0.0], var=[1.0], gamma=[1.0],
+                beta=[0.0])
+    u_prev = (torch.arange(16.0) - 8).view(1, 1, 4, 4)  # ReLU keeps rows 2-3: 0..3, 4..7
+    u = torch.tensor([[[[1.0, -1.0], [-10.0, 0.0]]]])
+    # windows: top 0, 0; bottom max(0, 1, 4, 5) = 5, max(2, 3, 6, 7) = 7
+    want = torch.tensor([[[[1.0, 0.0], [0.0, 7.0]]]])
+    torch.testing.assert_close(fu.eval()(u, u_prev), want)
+
+
+def _reference(model, x):
+    """The default reading written out from the model's modules: eqs. 1-3 per stage, eq. 4
+    cascaded 3 -> 4 -> 5 on dis and con, eq. 10 on f_5 + U^dis_5 - U^con_5, eq. 9's head."""
+    h = model.backbone.stem(x)
+    fs = []
+    for stage in model.backbone.stages:
+        h = stage(h)
+        fs.append(h)
+    dis, con = [], []
+    for att, f in zip(model.attention, fs[1:]):
+        d = att.dis_channel(f) + att.dis_region(f)                  # eq. 1
+        c = att.con_channel(f) + att.con_region(f)                  # eq. 2
+        dis.append(d)
+        con.append(c)
+    fd, fc = model.fusion["dis"], model.fusion["con"]
+    ud = fd[1](dis[2], fd[0](dis[1], dis[0]))                      # eq. 4, 3 -> 4 -> 5
+    uc = fc[1](con[2], fc[0](con[1], con[0]))
+    feat = fs[3] + ud - uc                                          # the final combination
+    logits = feat.mean((2, 3)) @ model.fc.weight.T + model.fc.bias  # eq. 10
+    con_out = uc.mean((2, 3)) @ model.fc.weight.T                   # eq. 9: C's weight only
+    return logits, ud.mean((2, 3)), con_out, fs[3]
+
+
+def test_default_forward_matches_the_equations_written_out():
+    model = _model().train()
+    with torch.no_grad():  # break the twin start so that dis and con differ
+        for p in model.fusion["con"].parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        for p in model.attention.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x, y = _batch()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        out = model(x, y)
+        logits, dis_embed, con_out, _ = _reference(model, x)
+    torch.testing.assert_close(out["logits"], logits)
+    torch.testing.assert_close(out["dis_embed"], dis_embed)
+    torch.testing.assert_close(out["con_out"], con_out)
+    assert (out["logits"] - model.fc(model.backbone(x).mean((2, 3)))).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_twin_start_classifier_sees_the_backbone_feature(train):
+    """At step 0 (twin_init) dis_i = con_i and U^dis_5 = U^con_5 (bit for bit), so C reads
+    GAP(f_5) (up to the rounding of f_5 + U - U), as a plain network would."""
+    model = _model().train(train)
+    x, y = _batch()
+    with torch.no_grad():
+        out = model(x, y)
+        plain = model.fc(model.backbone(x).mean((2, 3)))
+        big_f, dis, con = model.attention[0](torch.randn(2, CH[1], GRID[1], GRID[1]))
+        u = torch.randn(2, CH[2], GRID[2], GRID[2]), torch.randn(2, CH[1], GRID[1], GRID[1])
+        assert torch.equal(model.fusion["dis"][0](*u), model.fusion["con"][0](*u))
+    torch.testing.assert_close(out["logits"], plain)
+    assert torch.equal(dis, con)
+    untwinned = _model(twin_init=False).train(train)
+    with torch.no_grad():
+        assert (untwinned(x, y)["logits"]
+                - untwinned.fc(untwinned.backbone(x).mean((2, 3)))).abs().max() > 1e-2
+
+
+def test_twin_init_leaves_the_random_draws_alone():
+    """separate_heads is the earlier reading to the bit: the same parameters for a seed."""
+    a, b = _model(**OLD), _model(**{**OLD, "twin_init": True})
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    differ = {k for k in sa if not torch.equal(sa[k], sb[k])}
+    assert differ and all(".con_" in k or k.startswith("fusion.con.") for k in differ)
+
+
 # ----------------------------------------------------------------------------- losses
 def test_discriminative_loss_hand_computed():
     same = torch.tensor([[1.0, 2.0], [1.0, 2.0], [0.0, 5.0], [0.0, 5.0]])
@@ -127,10 +252,36 @@ def test_confusable_loss_zero_exactly_at_all_ones():
     assert confusable_loss(torch.zeros(4, 5)) == 1
 
 
+def test_confusable_head_is_the_classifier_without_bias():
+    """Eq. 9 by value with con_head "classifier": FC = C's weight, C's bias left out."""
+    model = _model()
+    emb = torch.zeros(1, CH[3])
+    emb[0, 0], emb[0, 1] = 0.5, 2.0
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.weight[0, 0], model.fc.weight[1, 1] = 2.0, 0.5
+        model.fc.weight[2, :2] = 1.0
+        model.fc.bias.fill_(7.0)                                   # must not count
+        out = model.con_logits(emb)
+    torch.testing.assert_close(out, torch.tensor([[1.0, 1.0, 2.5]]))
+    torch.testing.assert_close(confusable_loss(out), torch.tensor(0.5))  # (0 + 0 + 1.5) / 3
+    assert model.con_fc is None
+    # no bias can zero L_con: a vanished confusable feature costs 1 whatever C's bias is
+    with torch.no_grad():
+        model.fc.bias.fill_(1.0)
+        assert confusable_loss(model.con_logits(torch.zeros(2, CH[3]))) == 1
+    # the earlier head has that trivial minimiser: weight 0, bias 1 -> L_con = 0 for anything
+    old = _model(**OLD)
+    with torch.no_grad():
+        old.con_fc.weight.zero_()
+        old.con_fc.bias.fill_(1.0)
+        assert confusable_loss(old.con_logits(torch.randn(2, CH[3]))) == 0
+
+
 def test_model_feature_losses():
     """Through the model: identical pair images -> L_dis = 0, different -> > 0;
     a confusable head that outputs all ones -> L_con = 0, anything else -> > 0."""
-    model = _model().train()
+    model = _model(con_head="fc").train()
     x, y = _batch()
     x[1], x[3] = x[0], x[2]
     with torch.no_grad():
@@ -176,29 +327,45 @@ def _chain() -> int:  # one stream's fusion 3 -> 4 -> 5: W2 (+bias), W1, BN
 def test_ablations_remove_exactly_their_part():
     full = _nparams(_model())
     region = 2 * sum(_se_r(GRID[i]) for i in (1, 2, 3))
-    con_fc = CH[3] * K + K
     assert full - _nparams(_model(use_region=False)) == region
     # without fusion, stages 3-4 no longer reach the output: their four modules go too
     assert full - _nparams(_model(use_fusion=False)) == \
-        3 * _chain() + sum(2 * _se_c(CH[i]) + 2 * _se_r(GRID[i]) for i in (1, 2))
-    assert full - _nparams(_model(use_con_loss=False)) == _chain() + con_fc
-    assert full - _nparams(_model(use_dis_loss=False, use_con_loss=False)) == 2 * _chain() + con_fc
+        2 * _chain() + sum(2 * _se_c(CH[i]) + 2 * _se_r(GRID[i]) for i in (1, 2))
+    # the dis / con chains feed the classifier, and eq. 9's FC is C's weight: the loss
+    # ablations remove no layer
+    assert _nparams(_model(use_con_loss=False)) == full
+    assert _nparams(_model(use_dis_loss=False, use_con_loss=False)) == full
     # everything off: the backbone, the classifier and stage 5's two channel SEs remain
     bare = _model(use_region=False, use_fusion=False, use_dis_loss=False, use_con_loss=False)
     assert _nparams(bare) == _nparams(bare.backbone) + CH[3] * K + K + 2 * _se_c(CH[3])
-    assert full - _nparams(bare) == region + 3 * _chain() + con_fc + \
+    assert full - _nparams(bare) == region + 2 * _chain() + \
         sum(2 * _se_c(CH[i]) for i in (1, 2))
+
+
+def test_separate_heads_parts():
+    """The earlier reading: an F chain besides dis / con, a confusable FC with a bias; its
+    loss ablations drop the chains and the FC that then feed nothing."""
+    full, old = _nparams(_model()), _nparams(_model(**OLD))
+    con_fc = CH[3] * K + K
+    assert old - full == _chain() + con_fc
+    assert old - _nparams(_model(**OLD, use_con_loss=False)) == _chain() + con_fc
+    assert old - _nparams(_model(**OLD, use_dis_loss=False, use_con_loss=False)) == \
+        2 * _chain() + con_fc
 
 
 def test_variants_map_to_one_ablation_each():
     flags = {"use_region", "use_fusion", "use_dis_loss", "use_con_loss"}
     variants = load_variants("lafe")
+    old = variants.pop("separate_heads")  # the diagnostic row: the earlier reading
+    assert old["cfg"] == {"final": "fused", "con_head": "fc", "twin_init": False}
+    assert old["paper"] == {}
     assert variants["full"]["cfg"] == {}
     assert {k: set(v["cfg"]) for k, v in variants.items()} == {
         "full": set(), "no_region": {"use_region"}, "no_fusion": {"use_fusion"},
         "no_feature_losses": {"use_dis_loss", "use_con_loss"}, "no_con_loss": {"use_con_loss"}}
     assert all(v is False for spec in variants.values() for v in spec["cfg"].values())
     assert set().union(*(spec["cfg"] for spec in variants.values())) == flags
+    assert all(spec["paper"] for spec in variants.values())  # Table 4 rows
 
 
 @pytest.mark.parametrize("name", list(load_variants("lafe")))
@@ -222,7 +389,8 @@ def test_variant_losses_and_every_parameter_trained(name):
         assert set(model(x)) == {"logits"}
 
 
-@pytest.mark.parametrize("cfg", [dict(final="sum"), dict(feed_backbone=True, use_fusion=False),
+@pytest.mark.parametrize("cfg", [dict(final="fused"), dict(con_head="fc"), dict(twin_init=False),
+                                 dict(feed_backbone=True, use_fusion=False),
                                  dict(dis_pairs="all", region_gate="relu")])
 def test_alternative_readings_train(cfg):
     model = _model(**cfg).train()
@@ -245,9 +413,76 @@ def test_other_input_size_is_an_error_naming_both():
 
 
 def test_bad_settings_list_choices():
-    with pytest.raises(ValueError, match="final 'x'.*fused"):
+    with pytest.raises(ValueError, match="final 'x'.*sum.*fused"):
         _model(final="x")
+    with pytest.raises(ValueError, match="con_head 'x'.*classifier.*fc"):
+        _model(con_head="x")
     with pytest.raises(ValueError, match="dis_pairs"):
         _model(dis_pairs="halves")
     with pytest.raises(ValueError, match="region_gate"):
         _model(region_gate="tanh")
+
+
+# ----------------------------------------------------------------------------- collapse
+def _tiny_backbone(name: str, weights: str = "none") -> Backbone:
+    """4 conv-BN-ReLU stages at strides 4, 8, 16, 32 (8, 16, 32, 64 channels)."""
+    def cbr(i, o, s):
+        return nn.Sequential(nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU())
+    stem = nn.Sequential(cbr(3, 8, 2), nn.MaxPool2d(3, 2, 1))
+    ch = [8, 16, 32, 64]
+    stages = [cbr(8, ch[0], 1), cbr(ch[0], ch[1], 2), cbr(ch[1], ch[2], 2), cbr(ch[2], ch[3], 2)]
+    return Backbone("tiny", stem, stages, ch, pretrained=False)
+
+
+@pytest.mark.parametrize("reading", ["default", "separate_heads"])
+def test_feature_losses_keep_shaping_the_attention(reading, monkeypatch):
+    """200 SGD steps (lr 0.1, momentum 0.9, wd 5e-4) on 64 fixed images (4 classes, a class
+    template + noise, 32 px), a frozen tiny backbone standing in for pretrained features.
+    Each step draws 4 same-label pairs from them (one fixed batch is not enough: the pairs
+    are then memorised and neither reading collapses). The default keeps a spread of the
+    dis embedding GAP(U^dis_5) across the probe batch and L_dis still reaches the attention;
+    the earlier reading (dis chain feeding only L_dis) dies: spread 0, no gradient."""
+    monkeypatch.setattr(method_base, "build_backbone", _tiny_backbone)
+    cfg = {} if reading == "default" else load_variants("lafe")[reading]["cfg"]
+    k, per, size = 4, 16, 32
+    torch.manual_seed(0)
+    model = create_method("lafe", k, input_size=size, channel_reduction=4, **cfg).train()
+    model.backbone.requires_grad_(False)
+    gen = torch.Generator().manual_seed(1)
+    images = (torch.randn(k, 3, size, size, generator=gen).repeat_interleave(per, 0)
+              + 2 * torch.randn(k * per, 3, size, size, generator=gen))
+    labels = torch.arange(k).repeat_interleave(per)
+
+    def batch():
+        idx = torch.stack([torch.randperm(per, generator=gen)[:2] + c * per
+                           for c in torch.randperm(k, generator=gen)]).flatten()
+        return images[idx], labels[idx]
+
+    probe_x, probe_y = batch()
+    attention = list(model.attention.parameters())
+
+    def measure():
+        out = model(probe_x, probe_y)
+        grads = []
+        for loss in (discriminative_loss(out["dis_embed"], probe_y),
+                     confusable_loss(out["con_out"])):
+            g = torch.autograd.grad(loss, attention, retain_graph=True, allow_unused=True)
+            grads.append(sum(float(t.norm() ** 2) for t in g if t is not None) ** 0.5)
+        return float(out["dis_embed"].detach().std(0).mean()), grads
+
+    spread0, _ = measure()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    for _ in range(200):
+        x, y = batch()
+        loss, _ = model.loss(model(x, y), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    spread, (g_dis, g_con) = measure()
+    if reading == "default":
+        assert spread > 0.1 * spread0, (spread, spread0)
+        assert g_dis > 1e-3 and g_con > 1e-4, (g_dis, g_con)
+    else:  # the collapse this reading is kept to show
+        assert spread < 0.01 * spread0, (spread, spread0)
+        assert g_dis < 1e-3, g_dis
