@@ -161,7 +161,8 @@ def test_uniform_reference_disc_union_by_hand_and_by_pixel_count():
     assert disc_union_area([(20, 20), (26, 20)], r, 64, 64) == pytest.approx(union, rel=1e-9)
     # a tilted pair (distance 5) and the pixel count on a 1/16-px grid
     centres = np.array([(20.0, 20.0), (23.0, 24.0)])
-    tilted = 2 * np.pi * r * r - (2 * r * r * np.arccos(5 / (2 * r)) - 2.5 * np.sqrt(4 * r * r - 25))
+    tilted_lens = 2 * r * r * np.arccos(5 / (2 * r)) - 2.5 * np.sqrt(4 * r * r - 25)
+    tilted = 2 * np.pi * r * r - tilted_lens
     assert disc_union_area(centres, r, 64, 64) == pytest.approx(tilted, rel=1e-9)
     g = (np.arange(64 * 16) + 0.5) / 16
     X, Y = np.meshgrid(g, g)
@@ -230,7 +231,8 @@ def test_checkpoint_of_a_compiled_model_loads_for_grad_cam(isolated_results):
     scores, gal, skipped = cam_study([run_dir], n_images=8, road_images=0, gallery_images=2)
     assert not skipped and list(scores["method"]) == ["baseline", REFERENCE]
     run_row, ref = scores.iloc[0], scores.iloc[1]
-    assert run_row["layer"] == "backbone.stages.1" and (run_row["map_h"], run_row["map_w"]) == (8, 8)
+    assert run_row["layer"] == "backbone.stages.1"
+    assert (run_row["map_h"], run_row["map_w"]) == (8, 8)
     rc = load_run_cams(run_dir, 8)  # the same images, boxes and counted parts
     assert ref["energy_in_box"] == pytest.approx(np.mean([box_fraction(b, (64, 64))
                                                           for b in rc.boxes if b is not None]))
@@ -251,5 +253,5 @@ def test_checkpoint_of_a_compiled_model_loads_for_grad_cam(isolated_results):
     col, = gal["columns"]
     assert (col["layer"], col["map"]) == ("backbone.stages.1", "8x8")
     fig = cam_gallery(gal, title="t")
-    labels = [ax.get_ylabel() for ax in fig.axes[::2]]
+    labels = [ax.get_ylabel() for ax in np.array(fig.axes).reshape(2, -1)[:, 0]]  # row labels
     assert labels[0] == "input\n64x64 px" and "backbone.stages.1\n8x8 map" in labels[1]

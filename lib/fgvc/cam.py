@@ -140,7 +140,8 @@ def stage_map_sizes(method: nn.Module, input_size: int | tuple[int, int]) -> lis
     return [tuple(o.shape[-2:]) for o in outs]
 
 
-def cam_layer(method: nn.Module, input_size: int | tuple[int, int], min_side: int | None = 8) -> CamLayer:
+def cam_layer(method: nn.Module, input_size: int | tuple[int, int],
+              min_side: int | None = 8) -> CamLayer:
     """The target layer for inputs of `input_size`: the deepest backbone stage whose map has
     at least `min_side` cells on its shorter side (none that large: the largest, stage 0).
 
@@ -674,7 +675,8 @@ def cam_study(run_dirs: Sequence[str | Path], cam: str = "gradcam", target: str 
             refs.setdefault(key, ref)
         if rc.method not in {c["method"] for c in columns}:
             k = gallery_images
-            columns.append({"method": rc.method, "seed": rc.seed, "title": f"{rc.method} (s{rc.seed})",
+            columns.append({"method": rc.method, "seed": rc.seed,
+                            "title": f"{rc.method} (s{rc.seed})",
                             "layer": result.layer, "map": result.map_label,
                             "cams": result.cams[:k], "preds": result.preds[:k]})
             if gallery is None:
@@ -683,7 +685,7 @@ def cam_study(run_dirs: Sequence[str | Path], cam: str = "gradcam", target: str 
     if gallery is not None:
         gallery["columns"] = columns
     scores = pd.DataFrame(rows + list(refs.values()))
-    for c in ("seed", "map_h", "map_w"):
+    for c in ("seed", "map_h", "map_w", "road_images"):  # whole numbers, <NA> on the reference
         if c in scores:
             scores[c] = scores[c].astype("Int64")
     return scores, gallery, skipped
@@ -710,8 +712,8 @@ def cam_gallery(gallery: dict, title: str = "", dpi: int = 120):
     n, h, w = len(images), images.shape[-2], images.shape[-1]
     rgb = denormalize(images.detach().cpu()).permute(0, 2, 3, 1).numpy()  # (N, H, W, 3)
     tile = max(1.6, 1.05 * max(h, w) / dpi)
-    fig, axes = plt.subplots(1 + len(columns), n, figsize=(tile * n + 1.4, (tile + 0.3) * (1 + len(columns))),
-                             squeeze=False)
+    rows = 1 + len(columns)
+    fig, axes = plt.subplots(rows, n, figsize=(tile * n + 1.4, (tile + 0.3) * rows), squeeze=False)
     for i in range(n):
         ax = axes[0, i]
         ax.imshow(rgb[i])
@@ -729,9 +731,10 @@ def cam_gallery(gallery: dict, title: str = "", dpi: int = 120):
             pred = int(col["preds"][i])
             ax.set_title(f"pred: {short_name(classes[pred])}", fontsize=7,
                          color="green" if pred == labels[i] else "red")
-    labels_ = [f"input\n{h}x{w} px"] + [
-        f"{c.get('title', c['method'])}\n{c.get('layer', '')}\n{c.get('map', '')} map" for c in columns]
-    for r, text in enumerate(labels_):
+    row_labels = [f"input\n{h}x{w} px"] + [
+        f"{c.get('title', c['method'])}\n{c.get('layer', '')}\n{c.get('map', '')} map"
+        for c in columns]
+    for r, text in enumerate(row_labels):
         axes[r, 0].set_ylabel(text, fontsize=8, rotation=0, ha="right", va="center", labelpad=6)
     for ax in axes.ravel():
         ax.set_xticks([]), ax.set_yticks([])
