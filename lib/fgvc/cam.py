@@ -18,7 +18,7 @@ Built on pytorch-grad-cam (``pytorch_grad_cam``):
   of images, in chunks, and returns CAMs at the input resolution, values in [0, 1], with the
   layer's name and measured map size. Each target layer is recorded on its first call per
   forward only (:class:`FirstPassRecorder`): focus runs the same backbone again on its
-  zoomed regions, ma_ea (test_logits="mean") on the erased images, and the CAM explains the
+  zoomed regions, ma_ea (test_logits="mean") on the erased images; the CAM explains the
   image's own pass.
 - Localization, on datasets with boxes and part keypoints (CUB, SynthBirds):
   :func:`energy_in_box` (share of CAM mass inside the bird's box), :func:`pointing_hit`
@@ -174,11 +174,14 @@ class FirstPassRecorder:
     """Drop-in for pytorch-grad-cam's ActivationsAndGradients that keeps, per target layer,
     the activation and gradient of its *first* call in each forward only.
 
-    The library appends every call, and pairs target layer i with the i-th recorded
-    activation; a method that runs the same layer again in one forward (focus: the backbone
-    on its zoomed regions; ma_ea with test_logits="mean": on the erased images) would hand
-    it a region batch, or mix the passes. The first call is the image's own pass. A layer
-    that returns a tuple is recorded by its first element (the map the next layer reads).
+    Methods run the same layers again in one forward (focus: the backbone on its zoomed
+    regions; ma_ea with test_logits="mean": on the erased images); the first call is the
+    image's own pass. The library appends every call and pairs target layer i with the i-th
+    recorded activation and gradient, which holds for one layer only while the gradients
+    arrive in reverse call order, and with several layers shifts the pairing when one is
+    called twice before the next (tests/test_cam.py has such a case). A layer that returns a
+    tuple (ma_ea's MA block when the EA map is asked for) is recorded by its first element,
+    the map the next layer reads; the library fails on it.
     """
 
     def __init__(self, model: nn.Module, target_layers: Sequence[nn.Module],
