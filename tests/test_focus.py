@@ -146,6 +146,68 @@ def test_proposals_follow_the_attention_peak():
     assert valid.all()
 
 
+# Six peaks of a 14 x 14 map, windows 64 * 160/448 px at a 64 px input; no two of their
+# windows overlap by IoU > 0.25, so all six survive NMS. Ranked by value: 6, 5, 4, 3, 2, 1.
+_PEAKS = {(2, 7): 6., (11, 2): 5., (11, 12): 4., (2, 2): 3., (11, 7): 2., (2, 12): 1.}
+
+
+def _peak_map(reverse: bool = False) -> torch.Tensor:
+    att = torch.zeros(1, 14, 14)
+    for (r, c), v in _PEAKS.items():
+        att[0, r, c] = 7 - v if reverse else v
+    return att
+
+
+def _window(r: int, c: int, side: int = 64) -> list[float]:
+    """Hand formula: a window of side * 160/448 centred on cell (r, c), shifted inside."""
+    w, cell = side * 160 / 448, side / 14
+    x1 = min(max((c + 0.5) * cell - w / 2, 0), side - w)
+    y1 = min(max((r + 0.5) * cell - w / 2, 0), side - w)
+    return [x1, y1, x1 + w, y1 + w]
+
+
+def _ranked(reverse: bool = False) -> torch.Tensor:
+    cells = sorted(_PEAKS, key=lambda rc: _PEAKS[rc], reverse=not reverse)  # best first
+    return torch.tensor([_window(*rc) for rc in cells])
+
+
+def test_proposals_are_the_best_scored_windows_in_order():
+    """propose() returns the k highest-scoring windows, best first, per image (image 2 has
+    the values reversed, so its order is reversed)."""
+    model = _model(sigma=0.0)
+    att = torch.cat([_peak_map(), _peak_map(reverse=True)])
+    boxes, valid = model.propose(att, (64, 64), 6)
+    torch.testing.assert_close(boxes[0], _ranked())
+    torch.testing.assert_close(boxes[1], _ranked(reverse=True))
+    assert valid.all()
+    boxes4, _ = model.propose(att, (64, 64), 4)
+    torch.testing.assert_close(boxes4[0], _ranked()[:4])
+    torch.testing.assert_close(boxes4[1], _ranked(reverse=True)[:4])
+
+
+def test_hybrid_feature_takes_the_best_l_of_the_m_regions(monkeypatch):
+    """Training crops all m = 6 regions best first; the hybrid feature holds F^I and the
+    features of the l = 4 best (region_fc of its chunk j is region j's logits), not the
+    worst. At test only the l best are cropped."""
+    model = _model(sigma=0.0)
+    att = torch.cat([_peak_map(), _peak_map(reverse=True)])
+    monkeypatch.setattr(model, "attention", lambda z, logits, target=None: att)
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor([0, 1])
+    out = model.train()(x, y)
+    torch.testing.assert_close(out["boxes"][0], _ranked())
+    torch.testing.assert_close(out["boxes"][1], _ranked(reverse=True))
+    n = model.backbone.out_channels
+    chunks = out["features"][:, n:].view(2, 4, n)  # (B, l, n)
+    with torch.no_grad():
+        torch.testing.assert_close(model.region_fc(chunks), out["region_logits"][:, :4])
+        assert not torch.allclose(model.region_fc(chunks), out["region_logits"][:, 2:])
+    shapes = _backbone_inputs(model)
+    with torch.no_grad():
+        out = model.eval()(x)
+    assert shapes[1][0] == 2 * 4
+    torch.testing.assert_close(out["boxes"][0], _ranked()[:4])
+
+
 # ------------------------------------------------------------------ crops
 def _inside(n: int, size: int) -> torch.Tensor:
     """(n,) True where all roi_align samples of output pixel j of a size -> n resize (s =

@@ -119,11 +119,13 @@ def _bn_identity(bn: nn.BatchNorm2d) -> None:
     bn.eps = 0.0
 
 
-@pytest.mark.parametrize("relu", [True, False])
-def test_spatial_attention_by_hand(relu):
-    """Only the 1x1 branch reading the channel max, and the 7x7 conv's centre tap, are on."""
-    sa = SpatialAttention((2, 4, 8), relu=relu)
+@pytest.mark.parametrize("bn, relu", [(False, False), (True, True), (True, False)])
+def test_spatial_attention_by_hand(bn, relu):
+    """Only the 1x1 branch reading the channel max, and the 7x7 conv's centre tap, are on.
+    Default (eqs. 10-11): sigmoid(Conv7x7(.)) with the conv's bias; bn/relu: the prose's gate."""
+    sa = SpatialAttention((2, 4, 8), relu=relu, bn=bn)
     assert len(sa.branches) == 4
+    assert isinstance(sa.bn, nn.BatchNorm2d) == bn and (sa.conv.bias is None) == bn
     with torch.no_grad():
         for branch in sa.branches:
             branch[0].weight.zero_()
@@ -131,27 +133,29 @@ def test_spatial_attention_by_hand(relu):
         sa.branches[0][0].weight[0, 0] = 1.0       # channel 0 of the input = max over channels
         sa.conv.weight.zero_()
         sa.conv.weight[0, 0, 3, 3] = -2.0          # centre tap of branch 0
-        _bn_identity(sa.bn)
+        if bn:
+            _bn_identity(sa.bn)
+        else:
+            sa.conv.bias.fill_(0.5)
     x = torch.randn(2, 5, 6, 6)
-    z = -2.0 * F.relu(x.amax(1, keepdim=True))     # (2, 1, 6, 6), <= 0
+    z = -2.0 * F.relu(x.amax(1, keepdim=True)) + (0.0 if bn else 0.5)  # (2, 1, 6, 6)
     expected = torch.sigmoid(F.relu(z) if relu else z)
     torch.testing.assert_close(sa(x), expected)
     if relu:  # ReLU before the sigmoid: the map is exactly 0.5 where z <= 0
         assert torch.all(sa(x) == 0.5)
 
 
-def test_spatial_reads_channel_mean_too():
-    sa = SpatialAttention(relu=False)
-    with torch.no_grad():
-        for branch in sa.branches:
-            branch[0].weight.zero_()
-            _bn_identity(branch[1])
-        sa.branches[1][0].weight[0, 1, 1, 1] = 1.0  # centre tap of the d=2 branch, mean channel
-        sa.conv.weight.zero_()
-        sa.conv.weight[0, 1, 3, 3] = 1.0
-        _bn_identity(sa.bn)
-    x = torch.randn(1, 4, 5, 5)
-    torch.testing.assert_close(sa(x), torch.sigmoid(F.relu(x.mean(1, keepdim=True))))
+def test_spatial_default_follows_the_equations():
+    """Eqs. 10-11: no BN and no ReLU between the 7x7 conv and the sigmoid, in the block and
+    in the method; the prose's gate is the `earlier` variant."""
+    sa = HybridAttention(8).spatial
+    assert not sa.relu and isinstance(sa.bn, nn.Identity) and sa.conv.bias is not None
+    model = _model()
+    assert not model.cfg.spatial_relu and not model.cfg.spatial_bn
+    assert not model.ma["2"].spatial.relu
+    earlier = _model(**load_variants("ma_ea")["earlier"]["cfg"])
+    assert earlier.ma["2"].spatial.relu and isinstance(earlier.ma["2"].spatial.bn, nn.BatchNorm2d)
+    assert earlier.cfg.ea_map == "output"
 
 
 def test_maps_shapes_and_range():
@@ -161,8 +165,9 @@ def test_maps_shapes_and_range():
     mc, ms = block.channel(x), block.spatial(x)
     assert mc.shape == (2, 32, 1, 1) and ms.shape == (2, 1, 7, 9)
     assert torch.all((mc > 0) & (mc < 1)) and torch.all((ms > 0) & (ms < 1))
-    ms_free = SpatialAttention(relu=False)(x)
-    assert torch.all((ms_free > 0) & (ms_free < 1)) and ms_free.min() < 0.5
+    assert ms.min() < 0.5  # the equations' gate spans (0, 1)
+    ms_prose = SpatialAttention(relu=True, bn=True)(x)
+    assert torch.all((ms_prose >= 0.5) & (ms_prose < 1))
 
 
 def test_hybrid_combination_by_hand():
@@ -200,7 +205,7 @@ def test_erase_zeroes_exactly_pixels_above_theta():
 
 
 def _record(model):
-    """Inputs of each stem call, outputs of each MA block call."""
+    """Inputs of each stem call, outputs of each MA block call (a tuple where parts were asked)."""
     stem_in, ma_out = [], []
     model.backbone.stem.register_forward_pre_hook(lambda m, a: stem_in.append(a[0]))
     for block in model.ma.values():
@@ -208,29 +213,89 @@ def _record(model):
     return stem_in, ma_out
 
 
-def test_training_forward_erases_from_attended_map_and_sums_losses():
-    from fgvc.layers.erase import erase_mask
+def _bands(cells: list[float], axis: int, channels: int = 256) -> torch.Tensor:
+    """(1, channels, 4, 4) map, constant along one axis: cells[i] on row (axis 0) or column
+    (axis 1) i, the same in every channel."""
+    v = torch.tensor(cells, dtype=torch.float32)
+    grid = v[:, None].expand(4, 4) if axis == 0 else v[None, :].expand(4, 4)
+    return grid.expand(1, channels, 4, 4).clone()
 
+
+class _FixedMA(nn.Module):
+    """Stand-in for the MA block after layer3 (resnet18 at 64 px: 256 x 4 x 4) whose output,
+    F' and ASPP concat are hand-set maps, so each `ea_map` reading gives a known mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.maps = {"output": _bands([1, 1, 0, 0], 0),                # top rows
+                     "attended": _bands([1, 1, 0, 0], 1),              # left columns
+                     "aspp": _bands([0, 0, 1, 1], 1, channels=4)}      # right columns
+
+    def forward(self, x, return_parts=False):
+        out = self.maps["output"].expand(x.shape[0], -1, -1, -1)
+        parts = {k: self.maps[k].expand(x.shape[0], -1, -1, -1) for k in ("attended", "aspp")}
+        return (out, parts) if return_parts else out
+
+
+@pytest.mark.parametrize("ea_map", ["attended", "output", "aspp"])
+def test_training_erases_the_chosen_map_by_hand(ea_map):
+    """Eq. 18-19 on a 4x4 map [1, 1, 0, 0] along one axis, upsampled x16 bilinearly
+    (align_corners=False): pixel p reads cell u = (p + 0.5) / 16 - 0.5, the value is 1 for
+    u <= 1 and 2 - u up to u = 2; min-max stays 0..1; theta 0.75 erases u < 1.25, i.e. pixels
+    0..27 (nearest upsampling would erase 0..31). The mask is 0 there, 1 elsewhere, and the
+    second pass sees x * mask."""
+    model = _model(theta=0.75, ea_map=ea_map)
+    model.ma["2"] = _FixedMA()
+    stem_in, _ = _record(model)
+    x, y = torch.rand(2, 3, 64, 64) + 0.5, torch.tensor([0, 1])
+    out = model.train()(x, y)
+    expected = torch.ones(2, 1, 64, 64)
+    if ea_map == "attended":
+        expected[..., :, :28] = 0   # left columns
+    elif ea_map == "output":
+        expected[..., :28, :] = 0   # top rows
+    else:
+        expected[..., :, 36:] = 0   # right columns: 63 - 27 = 36
+    assert torch.equal(out["erase_mask"], expected)
+    assert len(stem_in) == 2 and torch.equal(stem_in[1], x * expected)
+
+
+def test_default_erases_from_F_prime_and_sums_losses():
+    """Default `ea_map` "attended": the source is F' = F * M_s * M_c of the MA block after
+    layer3 (not F + F'); the loss is CE(stage 1) + CE(stage 2); gradients reach MA."""
     model = _model(theta=0.4)
+    assert model.cfg.ea_map == "attended"
+    seen = []
+    real = model.erase_input
+    model.erase_input = lambda images, source: seen.append(source) or real(images, source)
     stem_in, ma_out = _record(model)
+    ma_in = []
+    model.ma["2"].register_forward_pre_hook(lambda m, a: ma_in.append(a[0]))
     x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 0])
     model.train()
     out = model(x, y)
-    assert len(stem_in) == 2 and len(ma_out) == 2 and ma_out[0].shape[1] == 256  # after layer3
-    mask = erase_mask(ma_out[0].mean(1), (64, 64), 0.4)  # (4, 1, 64, 64)
-    torch.testing.assert_close(out["erase_mask"], mask)
-    torch.testing.assert_close(stem_in[1], x * mask)
-    assert 0 < mask.mean() < 1
+    assert len(stem_in) == 2 and len(ma_out) == 2
+    (f_out, parts), second = ma_out  # first pass asks for the parts, the second does not
+    assert torch.is_tensor(second) and f_out.shape[1] == 256  # after layer3
+    assert seen[0] is parts["attended"]
+    f, block = ma_in[0], model.ma["2"]
+    with torch.no_grad():  # same batch, so train-mode BN gives the same maps
+        torch.testing.assert_close(parts["attended"], f * block.spatial(f) * block.channel(f))
+    torch.testing.assert_close(f_out, f + parts["attended"])
+    assert 0 < out["erase_mask"].mean() < 1
     assert out["logits"] is out["logits_first"]
-    loss, parts = model.loss(out, y)
+    loss, parts_ = model.loss(out, y)
     torch.testing.assert_close(loss, F.cross_entropy(out["logits_first"], y)
                                + F.cross_entropy(out["logits_erased"], y))
-    assert set(parts) == {"ce", "ce_erased"}
+    assert set(parts_) == {"ce", "ce_erased"}
     loss.backward()
     assert all(p.grad is not None for p in model.ma.parameters())
+    with pytest.raises(ValueError, match="ea_map"):
+        _model(ea_map="input")
 
 
 def test_eval_is_one_pass_by_default_and_mean_option_averages():
+    """Default "first": Table 4's +EA costs ~8 % of a ResNet-50 pass, so no second pass at test."""
     x = torch.randn(2, 3, 64, 64)
     model = _model().eval()
     stem_in, _ = _record(model)
@@ -286,6 +351,8 @@ def test_ma_placement_setting():
     stem_in, ma_out = _record(model)
     model.train()(torch.randn(2, 3, 64, 64), torch.tensor([0, 1]))
     assert len(ma_out) == 4 and len(stem_in) == 2
+    # EA reads the parts of the last block in the first pass only: (map, parts) there
+    assert [type(o) for o in ma_out] == [torch.Tensor, tuple, torch.Tensor, torch.Tensor]
     with pytest.raises(ValueError, match="ma_stages"):
         _model(ma_stages=[4])
 
@@ -312,7 +379,8 @@ def test_complexity_next_to_paper_table4():
     assert base["params_M"] * 1e6 == pytest.approx(25_557_032 - 2049 * 1000 + 2049 * 200)
     # MA on layer3 (C = 1024, r = 16): 1x1 conv 2C->C, MLP C->C/r->C, spatial ASPP + 7x7.
     c, h = 1024, 64
-    ma_params = (2 * c * c + c) + (c * h + h) + (h * c + c) + (2 + 2 + 3 * (18 + 2) + 4 * 49 + 2)
+    # (7x7 conv 4 -> 1 with its bias: eqs. 10-11 have no BN before the sigmoid)
+    ma_params = (2 * c * c + c) + (c * h + h) + (h * c + c) + (2 + 2 + 3 * (18 + 2) + 4 * 49 + 1)
     assert (ma["params_M"] - base["params_M"]) * 1e6 == pytest.approx(ma_params)
     assert ma_ea["params_M"] == ma["params_M"]
     assert 16.0 < base["GMACs"] < 16.6 and 0 < ma["GMACs"] - base["GMACs"] < 0.01

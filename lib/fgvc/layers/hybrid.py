@@ -1,12 +1,15 @@
-"""Blocks of ma_ea (seed 000, Lu, Yang, Yang 2024): hybrid attention (MA) and stem pooling.
+"""Blocks of ma_ea (seed 000): hybrid attention (MA) and the multi-scale stem pooling.
 
 - `ChannelAttention` (sec. 3.2.2, eqs. 12-17): concat(avg-pool, max-pool) over space ->
   1x1 conv 2C -> C -> MLP (C -> C/r -> C, ReLU) -> sigmoid; a (B, C, 1, 1) map.
 - `SpatialAttention` (sec. 3.2.1, eqs. 6-11): concat(max, mean) over channels -> ASPP of
   four one-channel branches (1x1 conv and 3x3 atrous convs, each conv+BN+ReLU) -> concat
-  (B, 4, H, W) -> 7x7 conv -> BN -> ReLU (as the text says; optional) -> sigmoid.
+  (B, 4, H, W) -> 7x7 conv -> sigmoid, as eqs. 10-11 write it. The prose's BN and ReLU
+  between the 7x7 conv and the sigmoid are options (`bn`, `relu`; off by default).
 - `HybridAttention` (eq. 5): F_out = F + F * M_s(F) * M_c(F), both maps computed from F
-  in parallel and combined by broadcast element-wise products.
+  in parallel and combined by broadcast element-wise products. `return_parts=True` also
+  returns F' = F * M_s * M_c (eqs. 3-4) and the ASPP concat (eq. 9), the maps attention
+  erasure can read.
 - `MultiScaleMaxPool` (sec. 3.4): max-pools with kernel = stride = 2, 4, 8, the coarser
   outputs upsampled bilinearly to the 2x2 output's size, summed element-wise; replaces
   ResNet's 3x3/s2/p1 max-pool and has no parameters.
@@ -42,39 +45,53 @@ def _conv_bn_relu(cin: int, cout: int, kernel: int, dilation: int = 1) -> nn.Seq
 
 
 class SpatialAttention(nn.Module):
-    """M_s(F) = sigmoid(ReLU(BN(Conv7x7(concat(ASPP(concat(max_c F, mean_c F))))))), (B, 1, H, W).
+    """M_s(F) = sigmoid(Conv7x7(concat(ASPP(concat(max_c F, mean_c F))))), (B, 1, H, W) (eq. 11).
 
     `dilations`: the 3x3 atrous branches beside the 1x1 branch (paper: four branches,
-    "dilation rates of 4 and 8"; default (2, 4, 8)). `relu=False` drops the ReLU before the
-    sigmoid (CBAM-style), which otherwise confines the map to [0.5, 1).
+    "dilation rates of 4 and 8"; default (2, 4, 8)). `bn=True` puts a BatchNorm between the
+    7x7 conv and the sigmoid (the conv then has no bias; without BN it has one), `relu=True`
+    a ReLU, as the prose of sec. 3.2.1 has it; with the ReLU the map is confined to [0.5, 1).
     """
 
-    def __init__(self, dilations: Sequence[int] = (2, 4, 8), kernel: int = 7, relu: bool = True):
+    def __init__(self, dilations: Sequence[int] = (2, 4, 8), kernel: int = 7,
+                 relu: bool = False, bn: bool = False):
         super().__init__()
         self.branches = nn.ModuleList([_conv_bn_relu(2, 1, 1)] +
                                       [_conv_bn_relu(2, 1, 3, d) for d in dilations])
-        self.conv = nn.Conv2d(len(self.branches), 1, kernel, padding=kernel // 2, bias=False)
-        self.bn = nn.BatchNorm2d(1)
+        self.conv = nn.Conv2d(len(self.branches), 1, kernel, padding=kernel // 2, bias=not bn)
+        self.bn = nn.BatchNorm2d(1) if bn else nn.Identity()
         self.relu = relu
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, return_aspp: bool = False):
+        """M_s (B, 1, H, W); with `return_aspp`, (M_s, the ASPP concat (B, 4, H, W) of eq. 9)."""
         s = torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], 1)  # (B, 2, H, W), eq. 8
         a = torch.cat([branch(s) for branch in self.branches], 1)             # (B, 4, H, W), eq. 9
         z = self.bn(self.conv(a))                                             # (B, 1, H, W)
-        return torch.sigmoid(F.relu(z) if self.relu else z)                   # eq. 10
+        m = torch.sigmoid(F.relu(z) if self.relu else z)                      # eq. 10
+        return (m, a) if return_aspp else m
 
 
 class HybridAttention(nn.Module):
-    """MA block, eq. 5: F + F * M_s(F) * M_c(F); keeps the shape (B, C, H, W)."""
+    """MA block, eq. 5: F + F * M_s(F) * M_c(F); keeps the shape (B, C, H, W).
+
+    `return_parts=True` returns (F_out, {"attended": F' = F * M_s * M_c (B, C, H, W),
+    "aspp": the spatial branch's ASPP concat (B, 4, H, W)}).
+    """
 
     def __init__(self, channels: int, reduction: int = 16, dilations: Sequence[int] = (2, 4, 8),
-                 spatial_relu: bool = True):
+                 spatial_relu: bool = False, spatial_bn: bool = False):
         super().__init__()
         self.channel = ChannelAttention(channels, reduction)
-        self.spatial = SpatialAttention(dilations, relu=spatial_relu)
+        self.spatial = SpatialAttention(dilations, relu=spatial_relu, bn=spatial_bn)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + x * self.spatial(x) * self.channel(x)  # (B, C, H, W)
+    def forward(self, x: torch.Tensor, return_parts: bool = False):
+        if return_parts:
+            ms, aspp = self.spatial(x, return_aspp=True)  # (B, 1, H, W), (B, 4, H, W)
+        else:
+            ms = self.spatial(x)
+        attended = x * ms * self.channel(x)               # (B, C, H, W), F' of eqs. 3-4
+        out = x + attended                                # eq. 4 / 5
+        return (out, {"attended": attended, "aspp": aspp}) if return_parts else out
 
 
 class MultiScaleMaxPool(nn.Module):

@@ -1,4 +1,4 @@
-"""Squeeze-and-excitation over channels (Hu et al., CVPR 2018) and over positions (LAFE).
+"""Squeeze-and-excitation over channels (SENet, CVPR 2018) and over positions (LAFE).
 
 `ChannelSE`: squeeze = global average pooling over H, W -> (B, C); excitation = FC C -> C/r,
 ReLU, FC -> C, sigmoid; output = x scaled per channel.
