@@ -78,6 +78,7 @@ BOOKKEEPING = {
     "run.py": "wall_time_s of a run in its record",
     "grid.py": "elapsed time of each job of a grid and of the whole grid",
     "slurm.py": "elapsed time of each Slurm job and of the whole submission",
+    "reproduce.py": "how long the reruns of a reproduction took, in its report",
     "data/prepare.py": "images/s in the progress log of preparing the cache",
 }
 CLOCKS = {"perf_counter", "perf_counter_ns", "process_time", "process_time_ns", "thread_time",

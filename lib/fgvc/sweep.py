@@ -10,7 +10,8 @@ per method is the lr with the best validation top-1 (best epoch); the test split
 read. A tie, or a gain of no more than one validation image over the profile's lr, keeps the
 profile's lr, because one image of 120 is within the split's noise. The chosen values are
 copied by hand into the profile's per-method overrides (`methods.<m>.train.lr`), which
-tests/test_sweep.py checks against the committed records.
+tests/test_sweep.py checks against the committed records once every method is swept (the
+choices are applied together: tuning some methods and not others would bias the comparison).
 """
 from __future__ import annotations
 
