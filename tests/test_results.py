@@ -284,3 +284,23 @@ def test_learning_curves_val_and_paper_protocol(fake):
     assert "protocol paper" in fig._suptitle.get_text()
     assert fig.axes[1].get_ylabel() == "train top-1 (%)"
     assert "no val split" in fig.axes[1].get_title()
+
+
+def test_a_claim_with_a_run_that_did_not_learn_is_not_tested(tmp_path, monkeypatch):
+    """Final train CE >= ln K (chance) in any run of an arm: the claim is not tested, with why."""
+    monkeypatch.setattr(results, "load_variants", lambda m: {"full": {"cfg": {}, "paper": {}}})
+    root = tmp_path / "results"
+    for seed in (0, 1, 2):
+        for method, top1, ce in (("baseline", 60.0 + seed, 0.9), ("alpha", 7.0, 2.0 + seed * 0.5)):
+            rid = write_run(root, method, "full", seed, top1, extra={"num_classes": 16})
+            pd.DataFrame({"epoch": [1], "train_ce": [ce], "train_loss": [ce]}).to_csv(
+                root / "runs" / rid / "history.csv", index=False)
+    runs = load_runs(root)
+    # ln 16 = 2.77: alpha's seed 2 (CE 3.0) did not learn, seeds 0-1 (2.0, 2.5) did
+    assert runs.set_index(["method", "seed"])["learned"].to_dict() == {
+        ("alpha", 0): True, ("alpha", 1): True, ("alpha", 2): False,
+        ("baseline", 0): True, ("baseline", 1): True, ("baseline", 2): True}
+    claim = _row(claims_table(runs, methods=["baseline", "alpha"]), arm="alpha/full")
+    assert claim["verdict"] == "not tested"
+    assert claim["reason"] == "training did not learn (final train CE >= ln K): alpha/full (1 of 3 seeds)"
+    assert claim["diff_mean"] == pytest.approx(-54.0)     # the numbers are still shown

@@ -67,8 +67,26 @@ def load_runs(root: str | Path | None = None) -> pd.DataFrame:
                      "overrides": overrides_label(cfg.get("overrides")),
                      "backbone": cfg["model"]["backbone"],
                      "crop": cfg["data"]["crop"], "epochs_cfg": cfg["train"]["epochs"],
+                     "final_train_ce": final_train_ce(mpath.parent),
                      "run_dir": str(mpath.parent.relative_to(root))})
-    return pd.DataFrame(rows)
+    runs = pd.DataFrame(rows)
+    if not runs.empty:
+        # A run whose final training cross-entropy is at or above chance level (ln K) has not
+        # fitted its training data: a comparison with it measures the optimisation setting
+        # (e.g. a diverged lr), not the method. Claims with such a run are "not tested".
+        chance = np.log(pd.to_numeric(runs.get("num_classes", np.nan), errors="coerce"))
+        runs["learned"] = ~(pd.to_numeric(runs["final_train_ce"], errors="coerce") >= chance)
+    return runs
+
+
+def final_train_ce(run_dir: Path) -> float | None:
+    """The last epoch's training cross-entropy of the main head (history.csv `train_ce`)."""
+    path = Path(run_dir) / "history.csv"
+    if not path.is_file():
+        return None
+    hist = pd.read_csv(path)
+    col = "train_ce" if "train_ce" in hist else "train_loss"
+    return float(hist[col].iloc[-1]) if col in hist and len(hist) else None
 
 
 def load_failures(root: str | Path | None = None) -> dict[str, str]:
@@ -319,7 +337,8 @@ def claims_table(runs: pd.DataFrame, failures: dict[str, str] | None = None,
     diff_* is paired by seed (common seeds only), with a t interval. verdict: ``supported``
     (interval above 0), ``contradicted`` (below 0), ``not distinguishable`` (holds 0), or
     ``not tested`` with the reason (one seed only, no common seeds, row not run, a component
-    with no place on the backbone, from results/failures.json).
+    with no place on the backbone, from results/failures.json; a run of either arm that did
+    not learn: final train CE >= ln K, column `learned` of :func:`load_runs`).
     `methods`: default, every method with a variants file plus any other in `runs`.
     """
     runs = _prepare(runs) if not runs.empty else runs
@@ -333,6 +352,9 @@ def claims_table(runs: pd.DataFrame, failures: dict[str, str] | None = None,
     for gkey, g in runs.groupby(GROUP, sort=True, dropna=False):
         group = dict(zip(GROUP, gkey))
         seeds = {(m, v): _by_seed(a, metric) for (m, v), a in g.groupby(["method", "variant"])}
+        not_learned = ({(m, v): int((~a["learned"].astype(bool)).sum())
+                        for (m, v), a in g.groupby(["method", "variant"])}
+                       if "learned" in g else {})
         pds = paper_dataset(group["dataset"])
         for method in methods:
             if method == "baseline":
@@ -370,8 +392,14 @@ def claims_table(runs: pd.DataFrame, failures: dict[str, str] | None = None,
                            ci_low=pc["diff_ci_low"], ci_high=pc["diff_ci_high"],
                            half_width=pc["diff_half_width"], n_pairs=pc["n_pairs"])
                 missing = [x for x in (arm, against) if not seeds.get(x)]
+                unlearned = [f"{m}/{v} ({n} of {len(seeds.get((m, v), {}))} seeds)"
+                             for m, v in (arm, against) if (n := not_learned.get((m, v), 0))]
                 if missing:
                     verdict, reason = "not tested", _not_run_reason(failures, group, missing)
+                elif unlearned:
+                    verdict = "not tested"
+                    reason = ("training did not learn (final train CE >= ln K): "
+                              + ", ".join(unlearned))
                 elif pc["n_pairs"] == 0:
                     verdict, reason = "not tested", "no common seeds"
                 elif pc["n_pairs"] == 1:

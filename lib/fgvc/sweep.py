@@ -87,8 +87,8 @@ def report(profile: str = "transfer", root: Path | None = None) -> pd.DataFrame:
     md = (f"Validation top-1 (%) of each method's full model by learning rate, profile "
           f"{profile}, seed 0, protocol val (best epoch; {int(table['n_val'].max())} val images, "
           f"one image = {100 / table['n_val'].max():.2f} points). Test is not read.\n\n"
-          + wide(table).to_markdown() + "\n\nChosen (a gain of one val image or less keeps "
-          f"the profile's lr {default_lr:g}):\n\n" + chosen.to_markdown(index=False) + "\n")
+          + wide(table).to_markdown() + "\n\nChosen by the rule (a gain of one val image or less keeps "
+          f"the profile's lr {default_lr:g}); applied to the profile once every method is swept:\n\n" + chosen.to_markdown(index=False) + "\n")
     io.write_text(root / "sweep.md", md)
     print(md)
     return chosen
