@@ -13,8 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import papermill as pm
-
+from .notebook import execute
 from .paths import NOTEBOOKS, ROOT, results_dir
 
 REPORTS = ["30_report.ipynb", "20_gradcam.ipynb", "40_complexity.ipynb"]
@@ -32,8 +31,7 @@ def build(profile: str = "transfer", notebooks: list[str] | None = None) -> None
             continue
         print(f"report: running {name}", flush=True)
         params = {"profile": profile, **STUDY_PARAMS.get(name, {})}
-        pm.execute_notebook(str(src), str(out / name), parameters=params,
-                            cwd=str(ROOT), progress_bar=False, kernel_name="python3")
+        execute(src, out / name, parameters=params, cwd=ROOT)
 
 
 def main(argv: list[str] | None = None) -> int:
