@@ -62,11 +62,14 @@ def compare(committed: dict, rerun: dict) -> dict:
 
 
 def compare_claims(committed_csv: Path, rerun: pd.DataFrame) -> pd.DataFrame:
-    """The claims whose verdict changed (empty: none), keyed by dataset and claim."""
+    """The claims whose verdict changed (empty: none), keyed by profile, protocol, dataset,
+    overrides and claim (those of them both tables have)."""
     if not committed_csv.is_file() or rerun.empty:
         return pd.DataFrame(columns=["dataset", "claim", "committed", "rerun"])
-    old = pd.read_csv(committed_csv).set_index(["dataset", "claim"])["verdict"]
-    new = rerun.set_index(["dataset", "claim"])["verdict"]
+    old = pd.read_csv(committed_csv)
+    key = [k for k in ("profile", "protocol", "dataset", "overrides", "claim")
+           if k in old and k in rerun]
+    old, new = old.set_index(key)["verdict"], rerun.set_index(key)["verdict"]
     both = pd.concat({"committed": old, "rerun": new}, axis=1)
     return both[both["committed"] != both["rerun"]].reset_index()
 
