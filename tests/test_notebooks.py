@@ -97,6 +97,7 @@ def test_notebook_runs_with_papermill(name, isolated_results, tmp_path):
     nb = _execute(name, tmp_path / name, PARAMS.get(name, {}))
     errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    assert str(ROOT) + "/" not in (tmp_path / name).read_text()   # no path of this machine
     if name == "10_train.ipynb":
         assert (isolated_results / "results/runs/smoke/metrics.json").is_file()
         images = [o for c in nb["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]

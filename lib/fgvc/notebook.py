@@ -20,6 +20,8 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import default
 
+from .paths import portable
+
 
 def plot_history(history, title: str = ""):
     """Loss and accuracy curves of a run (train and validation) as one figure."""
@@ -97,13 +99,18 @@ class QuietKernelManager(AsyncKernelManager):
 
 def execute(input_path, output_path, parameters: dict | None = None, cwd=None,
             kernel_name: str = "python3", **kwargs):
-    """papermill.execute_notebook with :class:`QuietKernelManager`; returns the executed notebook."""
+    """papermill.execute_notebook with :class:`QuietKernelManager`; returns the executed notebook.
+    The written copy holds no path of this machine (papermill records its input and output
+    paths in the metadata): they are made portable (fgvc.paths.portable)."""
     import papermill as pm
 
-    return pm.execute_notebook(str(input_path), str(output_path), parameters=parameters or {},
-                               cwd=None if cwd is None else str(cwd), kernel_name=kernel_name,
-                               progress_bar=False, kernel_manager_class=QuietKernelManager,
-                               **kwargs)
+    nb = pm.execute_notebook(str(input_path), str(output_path), parameters=parameters or {},
+                             cwd=None if cwd is None else str(cwd), kernel_name=kernel_name,
+                             progress_bar=False, kernel_manager_class=QuietKernelManager,
+                             **kwargs)
+    out = Path(output_path)
+    out.write_text(portable(out.read_text()))
+    return nb
 
 
 def main(argv: list[str] | None = None) -> int:
