@@ -54,3 +54,27 @@ def test_profile_lr_is_the_committed_sweep_choice(method):
     if set(c.index) != set(list_methods()):
         pytest.skip("sweep incomplete: the chosen lrs are applied once every method is swept")
     assert resolve(method)["train"]["lr"] == pytest.approx(c.loc[method, "chosen_lr"])
+
+
+def test_range_extends_where_the_best_lr_lies_at_an_edge_and_not_past_divergence():
+    t = _table([("up", 0.01, 50.0), ("up", 0.02, 55.0), ("up", 0.04, 60.0),      # best at top
+                ("down", 0.01, 30.0), ("down", 0.02, 20.0), ("down", 0.04, 6.0),  # best at bottom
+                ("inside", 0.01, 50.0), ("inside", 0.02, 70.0), ("inside", 0.04, 60.0),
+                ("tie", 0.04, 6.25), ("tie", 0.01, 6.25), ("tie", 0.02, 6.25),   # tie -> lowest
+                ("limit", 0.08, 40.0), ("limit", 0.16, 50.0)])                   # at LR_LIMITS
+    t["num_classes"] = 16
+    assert sweep.extensions(t) == {"up": 0.08, "down": 0.005, "tie": 0.005}
+    assert sweep.diverged(t) == {"down": 0.04, "tie": 0.01}     # val <= 2 x chance (12.5 %)
+
+
+def test_a_newer_record_of_the_same_point_supersedes_an_older_one(tmp_path):
+    for rid, val, when in [("old", 40.0, "2026-11-01T00:00:00"), ("new", 50.0, "2026-12-01T00:00:00")]:
+        d = tmp_path / "runs" / rid
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps({"profile": "transfer", "train": {"lr": 0.02}}))
+        (d / "metrics.json").write_text(json.dumps({
+            "method": "baseline", "variant": "full", "seed": 0, "val_top1": val, "best_epoch": 5,
+            "n_val": 120, "wall_time_s": 1.0, "run_id": rid, "num_classes": 16,
+            "finished_at": when}))
+    t = sweep.load_sweep(tmp_path)
+    assert t["run_id"].tolist() == ["new"] and t["val_top1"].tolist() == [50.0]

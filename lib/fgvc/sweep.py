@@ -5,7 +5,13 @@
 
 Every method's `full` variant is trained once per value of `LRS` (seed 0, the profile's
 budget: same epochs, images and input size for every method) with the grid `sweep` of the
-profile, into results/sweep/ (its own records, not counted in the study's time). The choice
+profile, into results/sweep/ (its own records, not counted in the study's time). Where a
+method's best lr lies at the edge of what it has tried, the sweep extends that method's range
+by a factor of 2 in that direction (within `LR_LIMITS`) and trains again, until its best lr has
+a tried neighbour on both sides or the limit is reached: the grid is the same for every method
+and each method is tried where its optimum lies, not only where the baseline's does. A method
+whose val top-1 at some lr is at most twice chance (it did not learn) is not tried above that
+lr. The choice
 per method is the lr with the best validation top-1 (best epoch); the test split is never
 read. A tie, or a gain of no more than one validation image over the profile's lr, keeps the
 profile's lr, because one image of 120 is within the split's noise. The chosen values are
@@ -25,9 +31,11 @@ import pandas as pd
 
 from . import io
 from .config import load_profile
+from .methods import list_methods
 from .paths import ROOT, checkpoints_dir, results_dir
 
 LRS = (0.01, 0.02, 0.04)
+LR_LIMITS = (0.00125, 0.16)     # the extension never leaves this range (factors of 2 from 0.01)
 
 
 def sweep_root() -> Path:
@@ -45,9 +53,22 @@ def load_sweep(root: Path | None = None, profile: str = "transfer") -> pd.DataFr
         rows.append({"method": m["method"], "variant": m["variant"], "seed": m["seed"],
                      "lr": cfg["train"]["lr"], "val_top1": m["val_top1"],
                      "best_epoch": m["best_epoch"], "n_val": m["n_val"],
-                     "wall_time_s": m["wall_time_s"], "run_id": m["run_id"]})
-    return pd.DataFrame(rows, columns=["method", "variant", "seed", "lr", "val_top1",
-                                       "best_epoch", "n_val", "wall_time_s", "run_id"])
+                     "wall_time_s": m["wall_time_s"], "run_id": m["run_id"],
+                     "num_classes": m.get("num_classes"),
+                     "finished_at": m.get("finished_at", "")})
+    table = pd.DataFrame(rows, columns=["method", "variant", "seed", "lr", "val_top1",
+                                        "best_epoch", "n_val", "wall_time_s", "run_id",
+                                        "num_classes", "finished_at"])
+    # a record of older code (another config hash) for the same point is superseded by the newer
+    table = table.sort_values("finished_at", kind="stable")
+    return table.drop_duplicates(["method", "variant", "seed", "lr"], keep="last").reset_index(drop=True)
+
+
+def diverged(table: pd.DataFrame) -> dict[str, float]:
+    """Per method: the lowest lr at which its val top-1 is at most twice chance (did not learn)."""
+    known = table.dropna(subset=["num_classes"])
+    bad = known[known["val_top1"] <= 2 * 100.0 / known["num_classes"]]
+    return bad.groupby("method")["lr"].min().to_dict()
 
 
 def choose(table: pd.DataFrame, default_lr: float) -> pd.DataFrame:
@@ -94,16 +115,48 @@ def report(profile: str = "transfer", root: Path | None = None) -> pd.DataFrame:
     return chosen
 
 
-def run_sweep(profile: str = "transfer", methods: str | None = None,
-              lrs: tuple[float, ...] = LRS) -> int:
-    """Train every sweep run (resumable: the grid skips finished runs)."""
+def extensions(table: pd.DataFrame, limits: tuple[float, float] = LR_LIMITS) -> dict[str, float]:
+    """Per method whose best val top-1 lies at an edge of its tried lrs: the next lr (x2 or /2)."""
+    out = {}
+    for method, g in table.groupby("method", sort=False):
+        g = g.sort_values("lr")              # a tie goes to the lower lr
+        lrs = list(g["lr"])
+        best = float(g.loc[g["val_top1"].idxmax(), "lr"])
+        if best == lrs[-1] and best * 2 <= limits[1] * (1 + 1e-9):
+            out[method] = best * 2
+        elif best == lrs[0] and best / 2 >= limits[0] * (1 - 1e-9):
+            out[method] = best / 2
+    return out
+
+
+def _train(profile: str, lr: float, methods: list[str] | None) -> int:
     env = {**os.environ, "FGVC_RESULTS": str(sweep_root()),
            "FGVC_CHECKPOINTS": str(checkpoints_dir() / "sweep")}
+    cmd = [sys.executable, "-m", "fgvc.grid", "--profile", profile, "--grid", "sweep",
+           "--set", f"train.lr={lr:g}"] + (["--methods", ",".join(methods)] if methods else [])
+    return subprocess.call(cmd, env=env, cwd=ROOT)
+
+
+def run_sweep(profile: str = "transfer", methods: str | None = None,
+              lrs: tuple[float, ...] = LRS, extend: bool = True) -> int:
+    """Train every sweep run, then extend at the edges (resumable: the grid skips finished runs)."""
+    only = methods.split(",") if methods else None
     rc = 0
-    for lr in lrs:
-        cmd = [sys.executable, "-m", "fgvc.grid", "--profile", profile, "--grid", "sweep",
-               "--set", f"train.lr={lr}"] + (["--methods", methods] if methods else [])
-        rc |= subprocess.call(cmd, env=env, cwd=ROOT)
+    for lr in sorted(lrs):      # ascending: a method that did not learn at an lr skips higher ones
+        stop = diverged(load_sweep(profile=profile))
+        names = [m for m in (only or list_methods()) if not lr > stop.get(m, float("inf"))]
+        if names:
+            rc |= _train(profile, lr, names)
+    while extend and rc == 0:
+        table = load_sweep(profile=profile)
+        if only:
+            table = table[table["method"].isin(only)]
+        stop = diverged(table)
+        todo = {m: x for m, x in extensions(table).items() if not x > stop.get(m, float("inf"))}
+        if not todo:
+            break
+        for lr in sorted(set(todo.values())):
+            rc |= _train(profile, lr, [m for m, x in todo.items() if x == lr])
     return rc
 
 
@@ -115,9 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", help="comma-separated methods (with --run)")
     p.add_argument("--lrs", default=",".join(f"{x:g}" for x in LRS),
                    help="comma-separated learning rates (with --run)")
+    p.add_argument("--no-extend", action="store_true",
+                   help="train only --lrs, do not extend a range whose best lies at its edge")
     a = p.parse_args(argv)
     lrs = tuple(float(x) for x in a.lrs.split(","))
-    rc = run_sweep(a.profile, a.methods, lrs) if a.run else 0
+    rc = run_sweep(a.profile, a.methods, lrs, extend=not a.no_extend) if a.run else 0
     report(a.profile)
     return rc
 
