@@ -39,8 +39,9 @@ def test_engine_overhead_tiny():
 
 
 def test_data_path_tiny(tmp_path):
-    s = bench.data_path(n_images=4, resize=80, crop=64, min_run_time=FAST, workdir=tmp_path)
-    assert len(s["rows"]) == 4 and all(r["images/s per worker"] > 0 for r in s["rows"])
+    s = bench.data_path(n_images=4, resize=80, crop=64, min_run_time=FAST, workdir=tmp_path, render_images=4)
+    assert len(s["rows"]) == 5 and all(r["images/s per worker"] > 0 for r in s["rows"])
+    assert [g["goal"] for g in s["goals"]][1].startswith("SynthBirds photo rendering")
     assert "4 SynthBirds JPEGs" in s["note"]
     assert (tmp_path / "synthbirds" / "images.txt").is_file()
 

@@ -197,16 +197,15 @@ def test_cub_loader_reads_it_unchanged(tiny):
 
 
 @pytest.mark.slow
-def test_default_size_generates_in_under_a_minute(tmp_path):
-    """Timed as CPU time of this process (generation is single-threaded): the wall clock of a
-    shared CI machine says more about its other jobs than about the generator."""
+def test_default_size_generates_every_image(tmp_path):
+    """The default set is complete. Its CPU time is printed for the log; the speed goal is the
+    benchmark's (fgvc.bench, data section), not a timed test."""
     t, c = time.perf_counter(), time.process_time()
     root = sb.generate(tmp_path / "default")
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     n = len(rows(root / "images.txt"))
     print(f"\nSynthBirds default: {n} images, {cpu:.1f} s CPU ({n / cpu:.0f} img/s), {wall:.1f} s wall")
     assert n == 16 * 200
-    assert cpu < 60
 
 
 def test_renderer_draws_the_same_images_on_the_fly(tiny):
@@ -341,18 +340,3 @@ def test_photo_mode_scene_changes_around_a_sharp_bird():
         a, b = np.asarray(p.image, np.float32), np.asarray(d.image, np.float32)
         m = _outside_box(p, a)
         assert np.abs(a - b)[m].mean() > 15
-
-
-@pytest.mark.slow
-def test_photo_mode_renders_fast_enough():
-    """Photo mode at 146 px: 1,600 images (with JPEG encoding) in well under a minute of CPU."""
-    import io
-
-    draw = sb.renderer(0, image_size=146, preset="photo")
-    c = time.process_time()
-    for k in range(160):
-        buf = io.BytesIO()
-        draw(k % 16, np.random.default_rng([0, 2, k])).image.save(buf, "JPEG", quality=sb.JPEG_QUALITY)
-    rate = 160 / (time.process_time() - c)
-    print(f"\nSynthBirds photo mode at 146 px: {rate:.0f} img/s")
-    assert rate > 1600 / 45
