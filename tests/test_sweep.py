@@ -65,6 +65,11 @@ def test_range_extends_where_the_best_lr_lies_at_an_edge_and_not_past_divergence
     t["num_classes"] = 16
     assert sweep.extensions(t) == {"up": 0.08, "down": 0.005, "tie": 0.005}
     assert sweep.diverged(t) == {"down": 0.04, "tie": 0.01}     # val <= 2 x chance (12.5 %)
+    # what the sweep trains next: nothing above the lr where a method did not learn
+    assert sweep.below_divergence(t, {"up": 0.08, "down": 0.04, "tie": 0.02, "new": 0.16}) == {
+        "up": 0.08, "down": 0.04, "new": 0.16}
+    t.loc[t["method"] == "up", "num_classes"] = float("nan")      # unknown chance: counts as learned
+    assert "up" not in sweep.diverged(t)
 
 
 def test_a_newer_record_of_the_same_point_supersedes_an_older_one(tmp_path):

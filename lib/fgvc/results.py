@@ -38,6 +38,13 @@ GROUP = ["profile", "protocol", "dataset", "overrides"]   # runs that can be com
 ARM = GROUP + ["method", "variant"]                        # one row of a table
 BASELINE = ("baseline", "full")
 CONFIDENCE = 0.95
+
+
+def did_not_learn(top1, num_classes):
+    """True where a top-1 (percent) is at most twice chance (100 / num_classes): the run did not
+    learn. Elementwise on pandas columns; unknown values (NaN) count as learned."""
+    chance = 100.0 / pd.to_numeric(num_classes, errors="coerce")
+    return pd.to_numeric(top1, errors="coerce") <= 2 * chance
 CI_NOTE = ("95 % confidence intervals are t intervals over seeds (scipy.stats.t, n - 1 degrees "
            "of freedom); differences are paired by seed (only the seeds both rows ran); one "
            "seed gives no interval (blank).")
@@ -74,8 +81,7 @@ def load_runs(root: str | Path | None = None) -> pd.DataFrame:
         # A run whose last epoch's training top-1 (of the predicting head) is at most twice
         # chance has not fitted its training data: a comparison with it measures the
         # optimisation setting (e.g. a diverged lr), not the method. Its claims are "not tested".
-        chance = 100.0 / pd.to_numeric(runs.get("num_classes", np.nan), errors="coerce")
-        runs["learned"] = ~(pd.to_numeric(runs["final_train_top1"], errors="coerce") <= 2 * chance)
+        runs["learned"] = ~did_not_learn(runs["final_train_top1"], runs.get("num_classes", np.nan))
     return runs
 
 

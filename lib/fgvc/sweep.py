@@ -33,6 +33,7 @@ from . import io
 from .config import load_profile
 from .methods import list_methods
 from .paths import ROOT, checkpoints_dir, results_dir
+from .results import did_not_learn
 
 LRS = (0.01, 0.02, 0.04)
 LR_LIMITS = (0.00125, 0.16)     # the extension never leaves this range (factors of 2 from 0.01)
@@ -66,9 +67,14 @@ def load_sweep(root: Path | None = None, profile: str = "transfer") -> pd.DataFr
 
 def diverged(table: pd.DataFrame) -> dict[str, float]:
     """Per method: the lowest lr at which its val top-1 is at most twice chance (did not learn)."""
-    known = table.dropna(subset=["num_classes"])
-    bad = known[known["val_top1"] <= 2 * 100.0 / known["num_classes"]]
+    bad = table[did_not_learn(table["val_top1"], table["num_classes"])]
     return bad.groupby("method")["lr"].min().to_dict()
+
+
+def below_divergence(table: pd.DataFrame, wanted: dict[str, float]) -> dict[str, float]:
+    """The (method -> lr) pairs of `wanted` not above the lr where that method did not learn."""
+    stop = diverged(table)
+    return {m: lr for m, lr in wanted.items() if not lr > stop.get(m, float("inf"))}
 
 
 def choose(table: pd.DataFrame, default_lr: float) -> pd.DataFrame:
@@ -143,16 +149,14 @@ def run_sweep(profile: str = "transfer", methods: str | None = None,
     only = methods.split(",") if methods else None
     rc = 0
     for lr in sorted(lrs):      # ascending: a method that did not learn at an lr skips higher ones
-        stop = diverged(load_sweep(profile=profile))
-        names = [m for m in (only or list_methods()) if not lr > stop.get(m, float("inf"))]
+        names = list(below_divergence(load_sweep(profile=profile), dict.fromkeys(only or list_methods(), lr)))
         if names:
             rc |= _train(profile, lr, names)
     while extend and rc == 0:
         table = load_sweep(profile=profile)
         if only:
             table = table[table["method"].isin(only)]
-        stop = diverged(table)
-        todo = {m: x for m, x in extensions(table).items() if not x > stop.get(m, float("inf"))}
+        todo = below_divergence(table, extensions(table))
         if not todo:
             break
         for lr in sorted(set(todo.values())):
