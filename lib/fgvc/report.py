@@ -18,7 +18,8 @@ from .paths import NOTEBOOKS, ROOT, results_dir
 
 REPORTS = ["30_report.ipynb", "20_gradcam.ipynb", "40_complexity.ipynb"]
 # The study's settings where they differ from the notebooks' stored (tiny, fast) defaults.
-STUDY_PARAMS = {"20_gradcam.ipynb": {"n_images": 64, "road_images": 16}}
+STUDY_PARAMS = {"20_gradcam.ipynb": {"n_images": 64, "road_images": 16},
+                "40_complexity.ipynb": {"variants": "all"}}
 
 
 def build(profile: str = "transfer", notebooks: list[str] | None = None) -> None:
