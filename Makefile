@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export TQDM_DISABLE ?=
 
-.PHONY: help study study-new reproduction-report sweep ablations pipeline-check test lab bench gpu-check report setup notebooks
+.PHONY: help study study-new reproduction-report sweep ablations pipeline-check test mutate lab bench gpu-check report setup notebooks
 .DEFAULT_GOAL := help
 
 ## List the targets (also what a bare `make` does).
@@ -55,6 +55,10 @@ pipeline-check: $(STAMP)
 ## The whole test suite (unit tests, papermill smoke runs, nbval on the stored notebooks).
 test: $(STAMP)
 	TQDM_DISABLE=1 $(BIN)/python -m pytest -q
+
+## Mutation testing (mutmut, not in CI) of the layers and the methods' forward/loss -> results/mutation.md.
+mutate: $(STAMP)
+	PYTHON=$(BIN)/python tools/mutate.sh
 
 ## JupyterLab in the project's environment, opened in notebooks/ (as root too, e.g. in a container).
 lab: $(STAMP)

@@ -172,6 +172,17 @@ def test_erase_mask_renormalises_after_upsampling():
     assert torch.equal(erase_mask(att, (6, 6), 0.3), want)
 
 
+def test_erase_keeps_the_images_dtype_and_a_float32_mask():
+    """bf16 images come back bf16 (the mask is cast to them), the mask itself stays float32
+    0/1 (erase_mask), and a 3-D map is upsampled to the images' own (H, W)."""
+    att = torch.tensor([[[0., 0.], [0., 4.]]])
+    images = torch.ones(1, 3, 4, 6, dtype=torch.bfloat16)
+    erased, mask = erase(images, att, 0.5)
+    assert erased.dtype == torch.bfloat16 and mask.shape == (1, 1, 4, 6)
+    assert erase_mask(att, (4, 6), 0.5).dtype == torch.float32
+    assert set(mask.unique().tolist()) == {0.0, 1.0}
+
+
 # ----------------------------------------------------------------------------- regions
 def test_window_boxes_by_hand():
     """2x2 grid on an 8x8 image: centres 2 and 6. frac 1/2: 4 px windows, corners at 0 and 4;

@@ -36,7 +36,7 @@ def pair_weights(f: torch.Tensor, shared: bool = True) -> torch.Tensor:
     `shared=True` (paper eq. 2): both images of pair (i, i + B/2) use W(f_i, f_{i+B/2}).
     `shared=False` (authors' code): image i + B/2 uses W(f_{i+B/2}, f_i).
     """
-    if f.shape[0] % 2:
+    if f.shape[0] % 2:  # pragma: no mutate block
         raise ValueError(f"co-attention needs same-class pairs in halves layout (batch[i] and "
                          f"batch[i + B/2]); got an odd batch of {f.shape[0]}")
     f1, f2 = f.chunk(2)                                 # (B/2, c, l) each

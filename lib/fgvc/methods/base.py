@@ -40,16 +40,16 @@ class Method(nn.Module):
         self.backbone: Backbone = build_backbone(cfg.backbone, cfg.weights)
 
     # -- parameters --------------------------------------------------------------------
-    def pretrained_parameters(self) -> list[nn.Parameter]:
+    def pretrained_parameters(self) -> list[nn.Parameter]:  # pragma: no mutate block
         """Parameters that came with pretrained weights (trained at a lower lr if set)."""
         return list(self.backbone.parameters()) if self.backbone.pretrained else []
 
-    def new_parameters(self) -> list[nn.Parameter]:
+    def new_parameters(self) -> list[nn.Parameter]:  # pragma: no mutate block
         old = {id(p) for p in self.pretrained_parameters()}
         return [p for p in self.parameters() if id(p) not in old]
 
     # -- Grad-CAM ----------------------------------------------------------------------
-    def cam_target_layers(self) -> list[nn.Module]:
+    def cam_target_layers(self) -> list[nn.Module]:  # pragma: no mutate block
         """Layers whose activations Grad-CAM uses; default: the last backbone stage."""
         return [self.backbone.stages[-1]]
 
@@ -62,6 +62,6 @@ class Method(nn.Module):
         return ce, {"ce": ce.detach()}
 
 
-def config_fields(cls: type) -> dict[str, object]:
+def config_fields(cls: type) -> dict[str, object]:  # pragma: no mutate block
     """Field name -> default of a method's Config dataclass."""
     return {f.name: f.default for f in fields(cls)}
