@@ -37,7 +37,7 @@ from .paths import ROOT, results_dir
 # this study (one CPU kind here); the order seen between an AVX-512 and an AVX2 machine for one
 # transfer run was 1.4 points (83.3 vs 81.9 %).
 BOUND = 2.0
-DECIDES = ("cpu_capability", "cpu_kind", "torch", "torchvision", "numpy", "pillow", "python",
+DECIDES = ("cpu_capability", "cpu_kind", "cpu_model", "torch", "torchvision", "numpy", "pillow", "python",
            "amp", "channels_last", "torch_threads", "device")
 EXACT_METRICS = ("test_top1", "test_top5", "test_loss", "val_top1", "best_epoch")
 DEFAULT_ROOT = ROOT / "reproduction"

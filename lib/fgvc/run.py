@@ -63,9 +63,11 @@ def resolve_machine(cfg: dict) -> dict:
       `fastpath` says where the choice came from;
     - torch_threads: torch's CPU thread count (set by the launcher, e.g. --threads).
 
-    Also recorded: the CPU capability (torch's string), the CPU kind (the table's key),
-    whether it has native bf16, torch and Python versions. Nothing that identifies the
-    machine (no host name, user or path).
+    Also recorded: the CPU capability (torch's string), the CPU kind (the table's key), the
+    CPU model (/proc/cpuinfo's name: two CPUs of one kind, an AMD EPYC and an Intel Xeon both
+    AVX512 + avx512_bf16, gave different results for the same run), whether it has native
+    bf16, torch and library versions. Nothing that identifies the machine (no host name, user
+    or path).
     """
     t = cfg["train"]
     device = pick_device(t["device"])
@@ -73,7 +75,8 @@ def resolve_machine(cfg: dict) -> dict:
     return {"device": str(device), "amp": fast["amp"], "channels_last": fast["channels_last"],
             "torch_threads": torch.get_num_threads(),
             "cpu_capability": fastpath.cpu_capability(),
-            "cpu_kind": fast["cpu_kind"], "native_bf16": fast["native_bf16"],
+            "cpu_kind": fast["cpu_kind"], "cpu_model": fastpath.cpu_model(),
+            "native_bf16": fast["native_bf16"],
             "fastpath": fast["fastpath"],
             "torch": torch.__version__, "torchvision": _version("torchvision"),
             "numpy": _version("numpy"), "pillow": _version("pillow"),

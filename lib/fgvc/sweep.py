@@ -101,6 +101,11 @@ def wide(table: pd.DataFrame) -> pd.DataFrame:
     return w.round(1)
 
 
+def _blank(w: pd.DataFrame) -> pd.DataFrame:
+    """Untried cells blank rather than nan, for the markdown table."""
+    return w.astype(object).where(w.notna(), "")
+
+
 def report(profile: str = "transfer", root: Path | None = None) -> pd.DataFrame:
     root = root or sweep_root()
     table = load_sweep(root, profile)
@@ -114,7 +119,7 @@ def report(profile: str = "transfer", root: Path | None = None) -> pd.DataFrame:
     md = (f"Validation top-1 (%) of each method's full model by learning rate, profile "
           f"{profile}, seed 0, protocol val (best epoch; {int(table['n_val'].max())} val images, "
           f"one image = {100 / table['n_val'].max():.2f} points). Test is not read.\n\n"
-          + wide(table).to_markdown() + "\n\nChosen by the rule (a gain of one val image or less keeps "
+          + _blank(wide(table)).to_markdown() + "\n\nChosen by the rule (a gain of one val image or less keeps "
           f"the profile's lr {default_lr:g}); applied to the profile once every method is swept:\n\n" + chosen.to_markdown(index=False) + "\n")
     io.write_text(root / "sweep.md", md)
     print(md)
