@@ -9,7 +9,7 @@ the report (tables, figures, gallery from the rerun's checkpoints) is rebuilt in
 root, and reproduction.md / reproduction.csv are written there. Nothing tracked is modified.
 
 Exact or bounded. What decides whether a rerun can be bitwise equal is recorded by every run
-(`machine` in metrics.json: CPU capability and kind, torch / torchvision / numpy / Pillow /
+(`machine` in metrics.json: CPU capability, kind and model, torch / torchvision / numpy / Pillow /
 Python versions, resolved dtype and layout, torch threads). Where all of them match the
 committed run the comparison is exact: every metric must be equal. Where any differs the
 report names it and the run counts as reproduced when its test top-1 is within `BOUND`
