@@ -5,6 +5,7 @@ import io as _io
 import json
 import os
 import socket
+from collections import Counter
 
 import pytest
 
@@ -130,8 +131,10 @@ def test_named_grids_of_a_profile():
     assert grid_blocks(named, "ablations") == [{"variants": "all"}]
     with pytest.raises(ValueError, match="valid: \\['ablations', 'study'\\]"):
         grid_blocks(named, "nope")
-    study = {(s.method, s.variant) for s in plan("transfer")}
+    seeds = Counter((s.method, s.variant) for s in plan("transfer"))
     assert {("ma_ea", "pool_ma"), ("lafe", "no_fusion"), ("pcanet", "ae_center"),
-            ("focus", "image_only"), ("baseline", "full")} <= study
-    assert len(plan("transfer")) == 3 * len(study)  # every comparison with 3 seeds
-    assert len(plan("transfer", grid="seeds5")) == 5 * len(study)
+            ("focus", "image_only"), ("baseline", "full")} <= set(seeds)
+    diagnostic = {("ma_ea", "resnet"), ("ma_ea", "pool")}    # where ma_ea's loss sits, seed 0
+    assert {arm for arm, n in seeds.items() if n == 1} == diagnostic
+    assert all(n == 3 for arm, n in seeds.items() if arm not in diagnostic)  # comparisons: 3 seeds
+    assert len(plan("transfer", grid="seeds5")) == 5 * (len(seeds) - len(diagnostic))
