@@ -53,14 +53,10 @@ GOAL_RENDER_RATE = 1600 / 45  # SynthBirds photo preset: the default 1,600 image
 
 
 def machine_info() -> dict:
-    cpu = platform.processor() or platform.machine()
-    if Path("/proc/cpuinfo").is_file():
-        cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                    if l.lower().startswith("model name")), cpu)
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     from . import fastpath
 
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": usable,
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": fastpath.cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": usable,
             "cpu_capability": fastpath.cpu_capability(), "cpu_kind": fastpath.cpu_kind(),
             "native_bf16": fastpath.native_bf16(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,

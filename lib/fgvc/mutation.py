@@ -11,8 +11,9 @@ in the work folder) and its entry in docs/mutation_survivors.yaml:
 - `killed_by: <test>`: it survived an earlier run and a test written for it kills it now; the
   report checks that it is killed in this run.
 
-A mutant with no test reaching it ("no tests") counts as a survivor. A survivor without an entry, or a `killed_by` mutant that is not killed, is listed as
-UNEXPLAINED and the command exits 1. The file is keyed by mutmut's names, which number the
+A mutant with no test reaching it ("no tests") counts as a survivor. A survivor without an
+entry, or a `killed_by` mutant that is not killed, is listed as UNEXPLAINED and the command
+exits 1. The file is keyed by mutmut's names, which number the
 mutants of a function in order: an edit of a function renumbers its mutants, so its entries
 are rechecked by the next run.
 """
@@ -58,13 +59,12 @@ def function_of(name: str) -> str:
 
 def summary(statuses: dict[str, str]) -> list[dict]:
     """One row per module: mutants, each status's count, and the share killed."""
-    rows = []
-    for module in sorted({module_of(n) for n in statuses}):
-        c = Counter(s for n, s in statuses.items() if module_of(n) == module)
-        total = sum(c.values())
-        rows.append({"module": module, "mutants": total, **dict(sorted(c.items())),
-                     "killed %": round(100.0 * c.get("killed", 0) / total, 1)})
-    return rows
+    by_module: dict[str, Counter] = {}
+    for name, status in statuses.items():
+        by_module.setdefault(module_of(name), Counter())[status] += 1
+    return [{"module": m, "mutants": sum(c.values()), **dict(sorted(c.items())),
+             "killed %": round(100.0 * c.get("killed", 0) / sum(c.values()), 1)}
+            for m, c in sorted(by_module.items())]
 
 
 def show(name: str, work: Path) -> str:

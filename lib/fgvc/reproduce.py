@@ -40,8 +40,8 @@ from .paths import ROOT, results_dir
 # per-run bound is expected to fail now and then across CPUs, and the claims' verdicts are
 # the check that matters there.
 BOUND = 2.0
-DECIDES = ("cpu_capability", "cpu_kind", "cpu_model", "torch", "torchvision", "numpy", "pillow", "python",
-           "amp", "channels_last", "torch_threads", "device")
+DECIDES = ("cpu_capability", "cpu_kind", "cpu_model", "torch", "torchvision", "numpy", "pillow",
+           "python", "amp", "channels_last", "torch_threads", "device")
 EXACT_METRICS = ("test_top1", "test_top5", "test_loss", "val_top1", "best_epoch")
 DEFAULT_ROOT = ROOT / "reproduction"
 

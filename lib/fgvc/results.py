@@ -38,19 +38,19 @@ GROUP = ["profile", "protocol", "dataset", "overrides"]   # runs that can be com
 ARM = GROUP + ["method", "variant"]                        # one row of a table
 BASELINE = ("baseline", "full")
 CONFIDENCE = 0.95
-
-
-def did_not_learn(top1, num_classes):
-    """True where a top-1 (percent) is at most twice chance (100 / num_classes): the run did not
-    learn. Elementwise on pandas columns; unknown values (NaN) count as learned."""
-    chance = 100.0 / pd.to_numeric(num_classes, errors="coerce")
-    return pd.to_numeric(top1, errors="coerce") <= 2 * chance
 CI_NOTE = ("95 % confidence intervals are t intervals over seeds (scipy.stats.t, n - 1 degrees "
            "of freedom); differences are paired by seed (only the seeds both rows ran); one "
            "seed gives no interval (blank).")
 
 
 # --------------------------------------------------------------------------- records
+
+def did_not_learn(top1, num_classes):
+    """True where a top-1 (percent) is at most twice chance (100 / num_classes): the run did not
+    learn. Elementwise on pandas columns; unknown values (NaN) count as learned."""
+    chance = 100.0 / pd.to_numeric(num_classes, errors="coerce")
+    return pd.to_numeric(top1, errors="coerce") <= 2 * chance
+
 
 def overrides_label(overrides: dict | None) -> str:
     """A run's overrides other than `protocol`, as one canonical string ("none" if empty)."""

@@ -154,7 +154,8 @@ def run_sweep(profile: str = "transfer", methods: str | None = None,
     only = methods.split(",") if methods else None
     rc = 0
     for lr in sorted(lrs):      # ascending: a method that did not learn at an lr skips higher ones
-        names = list(below_divergence(load_sweep(profile=profile), dict.fromkeys(only or list_methods(), lr)))
+        wanted = {m: lr for m in only or list_methods()}
+        names = list(below_divergence(load_sweep(profile=profile), wanted))
         if names:
             rc |= _train(profile, lr, names)
     while extend and rc == 0:
