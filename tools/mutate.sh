@@ -8,6 +8,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="${PYTHON:-$root/.venv/bin/python}"
+# absolute, since the run below changes directory (make passes a relative .venv/bin/python)
+py="$(cd "$(dirname "$py")" && pwd)/$(basename "$py")"
 work="$root/build/mutate"
 "$py" -m pip install --quiet "mutmut==3.8.1"
 rm -rf "$work/src" "$work/tests" "$work/configs"
