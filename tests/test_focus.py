@@ -327,3 +327,14 @@ def test_multiscale_mean_scored_windows_run():
     sides = (out["boxes"][..., 2] - out["boxes"][..., 0]).flatten()
     assert torch.isin(sides.round(decimals=3), torch.tensor([64 * 160 / 448, 64 * 0.6 * 160 / 448])
                       .round(decimals=3)).all()
+
+
+def test_forward_returns_the_proposals_and_which_survived_nms():
+    model = _model().train()
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor([0, 1])
+    out = model(x, y)
+    with torch.no_grad():
+        att = model.attention(model.image_map(model.backbone(x)), out["image_logits"], y)
+        boxes, valid = model.propose(att, (64, 64), model.cfg.num_regions)
+    torch.testing.assert_close(out["boxes"], boxes)
+    assert out["valid"].dtype == torch.bool and torch.equal(out["valid"], valid)

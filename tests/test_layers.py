@@ -237,3 +237,71 @@ def test_upsample_to_by_hand():
     torch.testing.assert_close(upsample_to(maps, 4)[0], 2 * w[:, None] + w[None, :])
     assert upsample_to(torch.zeros(1, 2, 3), 4).shape == (1, 4, 6)
     assert upsample_to(maps, 2) is maps
+
+
+# -- value tests written for `make mutate` survivors (docs/mutation_survivors.yaml) ------------
+
+def test_smooth_uses_a_kernel_of_three_sigma_each_side():
+    from fgvc.layers.regions import smooth
+    delta = torch.zeros(1, 31, 31)
+    delta[0, 15, 15] = 1.0
+    out = smooth(delta, 2.0)  # kernel 2 * ceil(6) + 1 = 13: offsets -6..6
+    g = torch.exp(-torch.arange(-6, 7, dtype=torch.float32) ** 2 / 8)
+    g = g / g.sum()
+    assert out[0, 15, 15].item() == pytest.approx((g[6] ** 2).item(), rel=1e-4)
+    assert out[0, 15, 21].item() == pytest.approx((g[6] * g[12]).item(), rel=1e-3)  # offset 6
+    assert out[0, 15, 22].item() == 0.0  # beyond the kernel
+
+
+def test_smooth_caps_the_kernel_by_the_shorter_side():
+    from fgvc.layers.regions import smooth
+    maps = torch.rand(2, 3, 31)  # shorter side 3: kernel capped to 5 (reflect padding 2 < 3)
+    assert smooth(maps, 2.0).shape == (2, 3, 31)
+
+
+def test_mean_window_scores_scale_rows_by_the_image_height():
+    att = torch.tensor([[[0.0, 0, 0, 0], [1, 1, 1, 1]]])  # (1, gh=2, gw=4)
+    bottom_half = torch.tensor([[0.0, 16, 64, 32]])        # x1, y1, x2, y2 of a 32 x 64 image
+    score = window_scores(att, bottom_half, (32, 64), mode="mean")
+    assert score.item() == pytest.approx(1.0)
+
+
+def test_nms_never_suppresses_across_images():
+    boxes = torch.tensor([[0.0, 0, 1, 1], [9, 9, 10, 10]])  # shared by both images, disjoint
+    scores = torch.tensor([[0.9, 0.8], [0.7, 0.6]])
+    _, _, valid = nms_topk(boxes, scores, 2, iou=0.5)
+    assert valid.all()
+
+
+def test_crop_and_zoom_averages_the_region_when_shrinking():
+    image = torch.arange(16, dtype=torch.float32).view(1, 1, 4, 4) ** 2
+    whole = torch.tensor([[[0.0, 0, 4, 4]]])
+    out = crop_and_zoom(image, whole, (1, 1))  # 4 x 4 samples at the pixel centres
+    assert out.item() == pytest.approx(image.mean().item())
+
+
+def test_crop_and_zoom_casts_float32_boxes_to_the_images_dtype():
+    # roi_align needs rois of the images' dtype (float64 here; fp16/bf16 on CUDA).
+    image = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    boxes = torch.tensor([[[0.0, 0, 4, 4]], [[2.0, 2, 8, 8]]])
+    assert crop_and_zoom(image, boxes, (4, 4)).dtype == torch.float64
+
+
+def test_upsample_to_scales_both_sides_by_the_same_factor():
+    assert upsample_to(torch.rand(1, 4, 2), 8).shape == (1, 16, 8)  # x 4: the long side too
+    assert upsample_to(torch.rand(1, 2, 4), 8).shape == (1, 8, 16)
+
+
+def test_pair_weights_pairs_image_i_with_i_plus_half_for_any_even_batch():
+    from fgvc.layers.coattention import co_attention_weights, pair_weights
+    f = torch.randn(6, 3, 5)
+    w = pair_weights(f, shared=False)
+    assert w.shape == (6, 3, 3)
+    torch.testing.assert_close(w[1], co_attention_weights(f[1:2], f[4:5])[0])
+    torch.testing.assert_close(w[4], co_attention_weights(f[4:5], f[1:2])[0])
+
+
+def test_co_attend_keeps_bf16_features():
+    from fgvc.layers.coattention import co_attend
+    fmap = torch.randn(4, 3, 2, 2).bfloat16()
+    assert co_attend(fmap).dtype == torch.bfloat16

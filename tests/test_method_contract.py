@@ -41,3 +41,26 @@ def test_every_variant_builds(method):
         loss, _ = model.loss(model(x, y), y)
         assert torch.isfinite(loss), variant
     assert "full" in list_variants(method)
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_records_its_number_of_classes(method):
+    assert create_method(method, 3, backbone="resnet18", input_size=64).num_classes == 3
+
+
+def test_base_loss_is_the_cross_entropy_and_logs_it_as_ce():
+    model = create_method("baseline", 3, backbone="resnet18", input_size=64)
+    logits, y = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), torch.tensor([0, 2])
+    loss, parts = model.loss({"logits": logits}, y)
+    by_hand = -(torch.log_softmax(logits, 1)[[0, 1], [0, 2]]).mean()
+    torch.testing.assert_close(loss, by_hand)
+    torch.testing.assert_close(parts["ce"], by_hand)
+
+
+def test_baseline_features_are_what_its_classifier_reads():
+    torch.manual_seed(0)
+    model = create_method("baseline", 3, backbone="resnet18", input_size=64).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 64, 64))
+    assert out["features"].shape == (2, model.fc.in_features)
+    torch.testing.assert_close(model.fc(out["features"]), out["logits"])

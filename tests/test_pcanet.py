@@ -393,3 +393,12 @@ def test_training_batch_whose_pairs_differ_in_label_names_the_sampler():
     # adjacent-pair batches (another method's layout) are refused too
     with pytest.raises(ValueError, match="i \\+ B/2"):
         model(torch.randn(4, 3, 64, 64), torch.tensor([0, 0, 1, 1]))
+
+
+def test_attention_map_defaults_to_the_channel_with_the_largest_mean():
+    fmap = torch.zeros(2, 3, 2, 2)
+    fmap[0, 1] = torch.tensor([[1.0, 0], [0, 0]])      # image 0: channel 1 has the largest mean
+    fmap[0, 2] = torch.tensor([[0.0, 0.9], [0, 0]])
+    fmap[1, 0] = torch.tensor([[0.0, 0], [0.2, 0.2]])  # image 1: channel 0
+    fmap[1, 2] = torch.tensor([[0.3, 0], [0, 0]])
+    torch.testing.assert_close(attention_map(fmap), torch.stack([fmap[0, 1], fmap[1, 0]]))
