@@ -248,7 +248,8 @@ def test_crops_match_resized_crop(kind):
 
 # ------------------------------------------------------------------ the method
 @pytest.mark.parametrize("zoom_px, side, expected", [(224, 448, 224), (224, 128, 128),
-                                                     (96, 128, 96), (0, 128, 64), (0, 448, 224)])
+                                                     (96, 128, 96), (1, 128, 1), (0, 128, 64),
+                                                     (0, 448, 224)])
 def test_zoom_keeps_paper_pixels_capped_at_input(zoom_px, side, expected):
     """The paper's 224 px at 448; never larger than the input; zoom_px = 0 is the ratio reading."""
     assert _model(zoom_px=zoom_px).zoom_size(side, side) == (expected, expected)

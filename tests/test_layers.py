@@ -305,3 +305,11 @@ def test_co_attend_keeps_bf16_features():
     from fgvc.layers.coattention import co_attend
     fmap = torch.randn(4, 3, 2, 2).bfloat16()
     assert co_attend(fmap).dtype == torch.bfloat16
+
+
+def test_nms_ranks_suppressed_windows_below_survivors_with_negative_scores():
+    boxes = torch.tensor([[0.0, 0, 4, 4], [0.0, 0, 4, 4], [8.0, 8, 12, 12]])
+    scores = torch.tensor([[-1.0, -2.0, -10.0]])  # window 1 is suppressed by window 0
+    _, top, valid = nms_topk(boxes, scores, 3, iou=0.5)
+    assert valid.tolist() == [[True, True, False]]
+    assert top.tolist() == [[-1.0, -10.0, -2.0]]

@@ -402,3 +402,11 @@ def test_attention_map_defaults_to_the_channel_with_the_largest_mean():
     fmap[1, 0] = torch.tensor([[0.0, 0], [0.2, 0.2]])  # image 1: channel 0
     fmap[1, 2] = torch.tensor([[0.3, 0], [0, 0]])
     torch.testing.assert_close(attention_map(fmap), torch.stack([fmap[0, 1], fmap[1, 0]]))
+
+
+def test_bap_is_the_signed_sqrt_of_the_spatial_mean_then_l2_normalised():
+    fmap = torch.tensor([1e-4, 4e-4]).view(1, 2, 1, 1).expand(1, 2, 1, 4).clone()  # h 1, w 4
+    att = torch.tensor([[0.0, 1, 1, 2]]).view(1, 1, 1, 4)                           # mean 1
+    v = torch.tensor([1e-4, 4e-4])                      # mean over the 4 positions of att * fmap
+    s = torch.sqrt(v + 1e-5)
+    torch.testing.assert_close(bilinear_attention_pool(fmap, att), (s / s.norm())[None])
