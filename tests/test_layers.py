@@ -11,7 +11,7 @@ from fgvc.layers.erase import erase, erase_mask, normalize_map
 from fgvc.layers.hybrid import (ChannelAttention, HybridAttention, MultiScaleMaxPool,
                                 SpatialAttention)
 from fgvc.layers.regions import crop_and_zoom, nms_topk, upsample_to, window_boxes, window_scores
-from fgvc.layers.se import ChannelSE
+from fgvc.layers.se import ChannelSE, RegionSE
 
 
 def _sig(v: float) -> float:
@@ -313,3 +313,32 @@ def test_nms_ranks_suppressed_windows_below_survivors_with_negative_scores():
     _, top, valid = nms_topk(boxes, scores, 3, iou=0.5)
     assert valid.tolist() == [[True, True, False]]
     assert top.tolist() == [[-1.0, -10.0, -2.0]]
+
+
+def test_attention_blocks_default_to_their_papers_reductions():
+    """Defaults of the blocks' MLP reductions: CBAM / SENet's r = 16 for the channel MLPs (64
+    channels -> hidden 4; r = 17 would give 3), LAFE's "r is set to 7" for region SE (a 7x7
+    grid: 49 positions -> hidden 7; r = 8 would give 6)."""
+    assert ChannelAttention(64).mlp[0].out_features == 4
+    assert HybridAttention(64).channel.mlp[0].out_features == 4
+    assert ChannelSE(64).fc1.out_features == 4
+    assert RegionSE(7, 7).fc1.out_features == 7
+
+
+def test_hybrid_attention_builds_the_aspp_branches_it_is_given():
+    """The paper's "dilation rates of 4 and 8": HybridAttention(dilations=(4, 8)) has a 1x1 and
+    two atrous branches (not the default three), so its ASPP concat has 3 maps."""
+    block = HybridAttention(2, reduction=1, dilations=(4, 8))
+    assert [b[0].dilation for b in block.spatial.branches] == [(1, 1), (4, 4), (8, 8)]
+    _, parts = block(torch.randn(1, 2, 9, 9), return_parts=True)
+    assert parts["aspp"].shape == (1, 3, 9, 9)
+
+
+def test_spatial_attention_default_has_no_relu_before_the_sigmoid():
+    """Eqs. 10-11 (the default): M_s = sigmoid(z), so a negative z gives a weight below 1/2;
+    with the prose's ReLU it could not go below 1/2. z = -2 everywhere: M_s = sigmoid(-2)."""
+    sa = SpatialAttention()
+    _spatial_off(sa)
+    with torch.no_grad():
+        sa.conv.bias.fill_(-2.0)
+    torch.testing.assert_close(sa(torch.randn(1, 3, 5, 5)), torch.full((1, 1, 5, 5), _sig(-2.0)))

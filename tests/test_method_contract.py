@@ -64,3 +64,18 @@ def test_baseline_features_are_what_its_classifier_reads():
         out = model(torch.randn(2, 3, 64, 64))
     assert out["features"].shape == (2, model.fc.in_features)
     torch.testing.assert_close(model.fc(out["features"]), out["logits"])
+
+
+def test_backbone_weights_from_a_file_reach_the_method(tmp_path):
+    """`weights` = a state_dict file: the method's backbone starts from it and counts as
+    pretrained (its parameters form the pretrained group, trained at their own lr)."""
+    import torchvision
+
+    torch.manual_seed(5)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save(state, tmp_path / "resnet18.pt")
+    model = create_method("baseline", 3, backbone="resnet18", input_size=64,
+                          weights=str(tmp_path / "resnet18.pt"))
+    assert model.backbone.pretrained and model.pretrained_parameters()
+    torch.testing.assert_close(model.backbone.stem[0].weight, state["conv1.weight"])
+    torch.testing.assert_close(model.backbone.stages[3][1].conv2.weight, state["layer4.1.conv2.weight"])
