@@ -486,3 +486,96 @@ def test_feature_losses_keep_shaping_the_attention(reading, monkeypatch):
     else:  # the collapse this reading is kept to show
         assert spread < 0.01 * spread0, (spread, spread0)
         assert g_dis < 1e-3, g_dis
+
+
+# ----------------------------------------------------------------------------- survivors
+def test_discriminative_loss_leaves_an_odd_batchs_last_image_out():
+    """Adjacent pairs are (2k, 2k+1): in a batch of 5 the fifth image has no partner.
+    Pairs (0, 1): (2 + 4) / 2 = 3, (2, 3): (0 + 2) / 2 = 1 -> 2; image 4 counts nowhere."""
+    emb = torch.tensor([[0., 0.], [2., 4.], [1., 1.], [1., 3.], [9., 9.]])
+    torch.testing.assert_close(discriminative_loss(emb, torch.tensor([0, 0, 1, 1, 2])),
+                               torch.tensor(2.0))
+    # a batch of 3: only (0, 1) is a pair; image 2 sharing image 1's label makes no pair
+    three = torch.tensor([[0., 0.], [2., 2.], [5., 5.]])
+    torch.testing.assert_close(discriminative_loss(three, torch.tensor([0, 0, 0])),
+                               torch.tensor(2.0))
+    with pytest.raises(ValueError, match="no adjacent pair"):
+        discriminative_loss(three, torch.tensor([0, 1, 1]))
+
+
+def test_all_pairs_mask_is_built_on_the_labels_device():
+    """"all" pairs: the diagonal mask goes to the labels' device, not the default device (here
+    meta, as in a meta-device build; on a GPU run, CPU vs CUDA). Pairs (0, 2) and (2, 0):
+    (2 + 2) / 2 = 2 each."""
+    emb, y = torch.tensor([[0., 0.], [1., 3.], [2., 2.]]), torch.tensor([0, 1, 0])
+    with torch.device("meta"):
+        loss = discriminative_loss(emb, y, "all")
+    assert loss.device.type == "cpu"
+    torch.testing.assert_close(loss, torch.tensor(2.0))
+
+
+def test_region_gate_relu_reaches_both_region_heads():
+    """The literal eq. 6 (`region_gate` "relu") on both region SEs: channel gates sigmoid(0) =
+    1/2, region gates relu(3) = 3 (dis) and relu(2) = 2 (con), so dis = 3.5 f, con = 2.5 f and
+    F = f + dis - con = 2 f (sigmoid gates would give 0.95 and 0.88)."""
+    att = DisConAttention(2, 2, True, channel_reduction=1, region_reduction=1, region_gate="relu")
+    with torch.no_grad():
+        for p in att.parameters():
+            p.zero_()
+        att.dis_region.fc2.bias.fill_(3.0)
+        att.con_region.fc2.bias.fill_(2.0)
+    f = torch.randn(1, 2, 2, 2)
+    big_f, dis, con = att(f)
+    torch.testing.assert_close(dis, 3.5 * f)
+    torch.testing.assert_close(con, 2.5 * f)
+    torch.testing.assert_close(big_f, 2 * f)
+
+
+def test_bad_settings_name_the_config_field():
+    """The message starts with the LafeConfig field to fix, as spelt in a config file."""
+    with pytest.raises(ValueError, match=r"^region_gate 'tanh'; valid: \['sigmoid', 'relu'\]"):
+        _model(region_gate="tanh")
+    with pytest.raises(ValueError, match=r"^dis_pairs 'halves'; valid: \['adjacent', 'all'\]"):
+        _model(dis_pairs="halves")
+
+
+def test_fused_eval_computes_the_F_stream_alone():
+    """Under `final` "fused" the dis / con streams feed only the losses: eval builds neither
+    (each stage's attention returns F alone, the dis / con fusion chains do not run), training
+    runs both."""
+    model = _model(**OLD)
+    att_out, chain_calls = [], []
+    for att in model.attention:
+        att.register_forward_hook(lambda m, a, o: att_out.append(o))
+    for s in ("dis", "con"):
+        for fu in model.fusion[s]:
+            fu.register_forward_hook(lambda m, a, o, s=s: chain_calls.append(s))
+    x, y = _batch()
+    with torch.no_grad():
+        model.eval()(x)
+    assert len(att_out) == 3 and all(o[1] is None and o[2] is None for o in att_out)
+    assert chain_calls == []
+    model.train()(x, y)
+    assert sorted(chain_calls) == ["con", "con", "dis", "dis"]
+
+
+@pytest.mark.parametrize("off", ["use_dis_loss", "use_con_loss"])
+def test_fused_reading_trains_with_one_feature_loss(off):
+    """`final` "fused" with one feature loss: training builds that loss's stream alone."""
+    model = _model(final="fused", **{off: False}).train()
+    x, y = _batch()
+    out = model(x, y)
+    kept = "con_out" if off == "use_dis_loss" else "dis_embed"
+    assert set(out) == {"logits", kept}
+    _, parts = model.loss(out, y)
+    assert set(parts) == {"ce", "con" if off == "use_dis_loss" else "dis"}
+
+
+def test_loss_on_eval_outputs_names_what_is_missing():
+    """Eval skips the feature losses' outputs; the loss says which and why, not a KeyError."""
+    model = _model().eval()
+    x, y = _batch()
+    with torch.no_grad():
+        out = model(x)
+    with pytest.raises(ValueError, match=r"outputs \['dis_embed', 'con_out'\].*model\.train\(\)"):
+        model.loss(out, y)

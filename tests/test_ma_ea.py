@@ -386,3 +386,45 @@ def test_complexity_next_to_paper_table4():
     assert 16.0 < base["GMACs"] < 16.6 and 0 < ma["GMACs"] - base["GMACs"] < 0.01
     assert ma_ea["GMACs"] == ma["GMACs"] == ma["train_GMACs"]
     assert ma_ea["train_GMACs"] == pytest.approx(2 * ma["GMACs"])
+
+
+# ----------------------------------------------------------------------------- survivors
+def test_pool_fuse_reaches_the_stem():
+    """`pool_fuse` "mean" keeps the activation scale: a constant map leaves the stem's pool
+    unchanged; the paper's "sum" triples it (three scales)."""
+    x = torch.ones(1, 2, 16, 16)
+    for fuse, scale in (("mean", 1.0), ("sum", 3.0)):
+        pool = _model(pool_fuse=fuse, use_ma=False, use_ea=False).backbone.stem[-1]
+        assert isinstance(pool, MultiScaleMaxPool)
+        torch.testing.assert_close(pool(x), torch.full((1, 2, 8, 8), scale))
+
+
+class _Bands(nn.Module):
+    """Stand-in for layer3 (resnet18 at 64 px: 256 x 4 x 4): rows [1, 1, 0, 0], any batch."""
+
+    def forward(self, x):
+        return _bands([1, 1, 0, 0], 0).expand(x.shape[0], -1, -1, -1)
+
+
+def test_without_ma_ea_erases_from_the_stage_output():
+    """use_ma=False, use_ea=True: EA reads the plain output of stage `max(ma_stages)` (layer3);
+    rows [1, 1, 0, 0] at theta 0.75 erase pixel rows 0..27 (as in the "output" case above)."""
+    model = _model(use_ma=False, theta=0.75)
+    model.backbone.stages[2] = _Bands()
+    x, y = torch.rand(2, 3, 64, 64) + 0.5, torch.tensor([0, 1])
+    out = model.train()(x, y)
+    expected = torch.ones(2, 1, 64, 64)
+    expected[..., :28, :] = 0
+    assert torch.equal(out["erase_mask"], expected)
+
+
+def test_eval_first_asks_no_block_for_erasure_parts():
+    """Default `test_logits` "first": the one eval pass calls the MA block plainly (its hooks,
+    Grad-CAM's among them, see the map), as the second pass of training does; only a pass
+    that feeds EA asks for (map, parts)."""
+    x = torch.randn(2, 3, 64, 64)
+    model = _model().eval()
+    _, ma_out = _record(model)
+    with torch.no_grad():
+        model(x)
+    assert len(ma_out) == 1 and torch.is_tensor(ma_out[0])

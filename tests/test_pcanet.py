@@ -410,3 +410,10 @@ def test_bap_is_the_signed_sqrt_of_the_spatial_mean_then_l2_normalised():
     v = torch.tensor([1e-4, 4e-4])                      # mean over the 4 positions of att * fmap
     s = torch.sqrt(v + 1e-5)
     torch.testing.assert_close(bilinear_attention_pool(fmap, att), (s / s.norm())[None])
+
+
+@pytest.mark.parametrize("field", ["ae_map", "pooling", "ce_reduce", "center_form"])
+def test_invalid_settings_name_the_config_field(field):
+    """The message names the PCANetConfig field to fix: `pcanet.<field> = <value>`."""
+    with pytest.raises(ValueError, match=rf"^pcanet\.{field} = 'x'; valid: \["):
+        _model(**{field: "x"})
