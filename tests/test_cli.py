@@ -30,6 +30,7 @@ def test_a_user_error_is_one_line_without_traceback(tmp_path, args, cause):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and cause in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+    assert not list((tmp_path / "results").glob("runs/*")), "a run that cannot start leaves no record"
 
 
 def test_debug_shows_the_traceback(tmp_path):

@@ -153,14 +153,15 @@ def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None 
     if is_complete(cfg):
         return io.read_json(run_dir / "metrics.json")
     machine = resolve_machine(cfg)
-    if rank == 0:
-        io.write_json(run_dir / "config.json", {**cfg, "machine": machine})
+    record = {**cfg, "machine": machine}
     start = time.time()
     seed_everything(cfg["seed"])
     device = torch.device(machine["device"])
     if cfg["data_root"]:
         cfg = {**cfg, "data_root": str(resolve_path(cfg["data_root"]))}
     bundle = build_data_for(cfg)
+    if rank == 0:  # after the data is found: a run that cannot start leaves no record behind
+        io.write_json(run_dir / "config.json", record)
     model = create_method(cfg["method"], bundle.num_classes, **cfg["model"]).to(device)
     amp, channels_last = machine["amp"], machine["channels_last"]
     if channels_last:
