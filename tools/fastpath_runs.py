@@ -117,9 +117,12 @@ def report() -> None:
                              f"[{iv.lo:+.2f}, {iv.hi:+.2f}] |")
                 rows.append({"part": "parity", "method": m, "metric": metric, "mean": iv.mean,
                              "lo": iv.lo, "hi": iv.hi, "n": iv.n})
-        secs = bf16.groupby("method").train_time_s.mean()
-        lines += ["", "Training seconds per run (bf16, mean of seeds, two runs at a time): "
-                  + ", ".join(f"{m} {s:.0f}" for m, s in secs.items()), ""]
+        secs = {arm: df[df.method.isin(["baseline", "lafe"])].groupby("method").train_time_s.mean()
+                for arm, df in (("bf16", bf16), ("fp32", fp32))}
+        lines += ["", "Training seconds per run, mean of seeds, two runs at a time (the arms ran "
+                  "on different days, so this is indicative; `results/bench.md` times them side "
+                  "by side): " + "; ".join(f"{m} bf16 {secs['bf16'][m]:.0f} s, fp32 "
+                                          f"{secs['fp32'][m]:.0f} s" for m in secs["bf16"].index), ""]
     if (OUT / "speed").exists():
         sp = _runs(OUT / "speed")
         sp["layout"] = sp.overrides.str.contains("channels_last=true").map(
