@@ -15,8 +15,9 @@ under results/fastpath/ (records only; checkpoints stay in the git-ignored .chec
   two at a time (the study's load) with each method's two layouts side by side, so both meet
   the same machine. The speed-up is the ratio of training images/s; the projected study time
   scales each committed run's wall time by its method's ratio.
-- threads: baseline and focus `full`, one epoch, fp32 channels_last, once as 2 runs at a time
-  with 1 thread each and once one at a time with 2 threads; the grid's wall time decides.
+- threads: baseline and focus `full`, seeds 0 and 1, one epoch, fp32 channels_last, once as 2
+  runs at a time with 1 thread each and once one at a time with 2 threads (runs of equal
+  length side by side, so neither core idles); the grid's wall time decides.
 """
 from __future__ import annotations
 
@@ -77,8 +78,8 @@ def speed() -> None:
 
 
 def threads() -> None:
-    specs = _plan(["baseline", "focus"], [0], {**ONE_EPOCH, "train.amp": "off",
-                                                "train.channels_last": True})
+    specs = _plan(["baseline", "focus"], [0, 1], {**ONE_EPOCH, "train.amp": "off",
+                                                   "train.channels_last": True})
     walls = {"2 runs x 1 thread": _grid(OUT / "threads_2x1", specs, 2, 1),
              "1 run x 2 threads": _grid(OUT / "threads_1x2", specs, 1, 2)}
     OUT.mkdir(parents=True, exist_ok=True)
@@ -147,7 +148,7 @@ def report() -> None:
     if (OUT / "threads.json").exists():
         walls = json.loads((OUT / "threads.json").read_text())
         lines += ["## Threads: 2 runs x 1 thread or 1 run x 2 threads", "",
-                  "baseline and focus `full`, one epoch each, fp32 channels_last; the grid's wall "
+                  "baseline and focus `full`, seeds 0 and 1, one epoch each, fp32 channels_last; the grid's wall "
                   f"time ({_machine(OUT / 'threads_2x1', _runs(OUT / 'threads_2x1'))}):", "",
                   "| how | grid wall time (s) |", "|---|---|"]
         lines += [f"| {k} | {v:.0f} |" for k, v in walls.items()]
