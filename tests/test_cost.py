@@ -45,6 +45,24 @@ class _Tiny(nn.Module):
         return F.cross_entropy(out["logits"], target), {}
 
 
+@pytest.mark.parametrize("groups", [1, 4, 8])
+def test_a_convolutions_backward_costs_its_forward_per_gradient_whatever_its_groups(groups):
+    """Forward of a 3x3 conv, 8 -> 8 channels in `groups` groups, on 2 x 8 x 5 x 5 (padding 1):
+    2 FLOPs x 2 images x 25 positions x 8 outputs x (8 / groups) inputs x 9 taps. Its backward
+    adds the input gradient and the weight gradient, one forward's worth each; torch's own
+    formula ignores groups (a depthwise conv's backward came out `groups` times too large)."""
+    conv = nn.Conv2d(8, 8, 3, padding=1, groups=groups, bias=False)
+    x = torch.randn(2, 8, 5, 5, requires_grad=True)
+    forward = 2 * 2 * 25 * 8 * (8 // groups) * 9
+    assert cost.count_flops(conv, x) == forward
+
+    def step(inp):
+        conv(inp).sum().backward()
+
+    assert cost.count_flops(step, x) == 3 * forward
+    assert cost.count_flops(step, x.detach()) == 2 * forward  # no input gradient asked for
+
+
 def test_macs_per_image_of_inference_and_training_step():
     model, x = _Tiny(), torch.randn(2, 4)
     assert cost.count_macs(model, x) == 4 * 3  # per image

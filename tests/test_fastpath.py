@@ -55,6 +55,27 @@ def test_cpu_auto_follows_the_table_where_bf16_is_native():
     assert _cpu(True)["amp"] == "bf16" and _cpu(False)["amp"] == "fp32"  # legacy booleans
 
 
+def test_a_cpu_models_own_entry_overrides_its_kinds():
+    """Two CPUs of one kind that measured otherwise: the model's entry (by model-name prefix)
+    decides for that model and backbone; other models and backbones keep the kind's."""
+    amd = {"bf16": False, "channels_last": {"fp32": False, "bf16": False}}
+    table = {"kinds": {"AVX512+avx512_bf16": {
+        "backbones": {"resnet18": ENTRY, "resnet50": ENTRY},
+        "models": {"AMD EPYC": {"backbones": {"resnet18": amd}}}}}}
+
+    def run(backbone, model):
+        return fastpath.resolve("auto", "auto", "cpu", backbone, kind="AVX512+avx512_bf16",
+                                flags=SPR, table=table, model=model, warn=False)
+
+    r = run("resnet18", "AMD EPYC 9R14 96-Core Processor")
+    assert (r["amp"], r["channels_last"]) == ("fp32", False)
+    assert r["fastpath"] == "configs/fastpath.yaml AVX512+avx512_bf16 [AMD EPYC] / resnet18"
+    assert run("resnet50", "AMD EPYC")["amp"] == "bf16"            # no model entry: the kind's
+    r = run("resnet18", "Intel(R) Xeon(R) Processor")
+    assert (r["amp"], r["channels_last"]) == ("bf16", False)
+    assert r["fastpath"] == "configs/fastpath.yaml AVX512+avx512_bf16 / resnet18"
+
+
 def test_unknown_kind_or_backbone_is_conservative():
     for r in (_cpu(backbone="resnet50"), _cpu(flags=SKX), _cpu(flags=HSW, kind="AVX2")):
         assert (r["amp"], r["channels_last"]) == ("fp32", False)
@@ -109,11 +130,12 @@ def test_the_measured_table_is_consistent():
     assert table["kinds"], "configs/fastpath.yaml has no CPU kind"
     for kind, k in table["kinds"].items():
         native = any(f in kind.split("+") for f in fastpath.NATIVE_BF16_FLAGS)
-        for backbone, e in (k.get("backbones") or {}).items():
-            assert {"date", "cpu", "torch", "threads"} <= set(k["measured"]), kind
-            assert e["bf16"] is False or native, (kind, backbone)
-            assert {"bf16": e["bf16"], "channels_last": e["channels_last"]} == \
-                fastpath.choose(e["train_img_per_s"], native), (kind, backbone)
+        for entry in [k, *(k.get("models") or {}).values()]:  # the kind's and its models'
+            for backbone, e in (entry.get("backbones") or {}).items():
+                assert {"date", "cpu", "torch", "threads"} <= set(entry["measured"]), kind
+                assert e["bf16"] is False or native, (kind, backbone)
+                assert {"bf16": e["bf16"], "channels_last": e["channels_last"]} == \
+                    fastpath.choose(e["train_img_per_s"], native), (kind, backbone)
 
 
 # ------------------------------------------------------------------ float32 under bf16 autocast

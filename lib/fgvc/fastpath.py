@@ -88,10 +88,21 @@ def load_table(path: str | Path | None = None) -> dict:
     return (yaml.safe_load(p.read_text()) or {}) if p.is_file() else {}
 
 
-def table_entry(kind: str, backbone: str, table: dict | None = None) -> dict | None:
-    """The table's measured choices for a backbone on a CPU kind, or None."""
+def table_entry(kind: str, backbone: str, table: dict | None = None,
+                model: str | None = None) -> tuple[dict | None, str]:
+    """The table's measured choices for a backbone on a CPU kind, or None, and where they
+    came from. Two CPUs of one kind can differ in what pays (an Intel Xeon and an AMD EPYC,
+    both AVX512 + avx512_bf16: bf16 slower on the first, twice as fast for ResNets on the
+    second), so a kind may hold `models:` entries keyed by the start of the CPU's model name,
+    each with its own `backbones`; a model without one gets the kind's own."""
     table = load_table() if table is None else table
-    return ((table.get("kinds") or {}).get(kind) or {}).get("backbones", {}).get(backbone)
+    k = (table.get("kinds") or {}).get(kind) or {}
+    model = cpu_model() if model is None else model
+    for prefix, sub in (k.get("models") or {}).items():
+        if model.startswith(prefix) and backbone in (sub.get("backbones") or {}):
+            return sub["backbones"][backbone], f"configs/fastpath.yaml {kind} [{prefix}] / {backbone}"
+    entry = (k.get("backbones") or {}).get(backbone)
+    return entry, f"configs/fastpath.yaml {kind} / {backbone}"
 
 
 def choose(img_per_s: dict[str, float], native: bool, margin: float = MARGIN) -> dict:
@@ -119,7 +130,7 @@ def check_choice(name: str, value, choices: tuple) -> None:
 
 def resolve(amp, channels_last, device: str, backbone: str, *, kind: str | None = None,
             flags: frozenset[str] | set[str] | None = None, table: dict | None = None,
-            warn: bool = True) -> dict:
+            model: str | None = None, warn: bool = True) -> dict:
     """The resolved precision and layout of a run on `device` ("cpu", "cuda", "cuda:1", ...).
 
     Returns {"amp": "fp32" | "fp16" | "bf16", "channels_last": bool, "native_bf16": bool,
@@ -148,9 +159,9 @@ def resolve(amp, channels_last, device: str, backbone: str, *, kind: str | None 
         layout = False if channels_last == "auto" else channels_last
         return {**out, "amp": dtype, "channels_last": layout, "fastpath": f"{device_type}: conservative"}
 
-    entry = table_entry(kind, backbone, table)
-    source = f"configs/fastpath.yaml {kind} / {backbone}" if entry else \
-        f"no entry for {kind} / {backbone}: conservative"
+    entry, source = table_entry(kind, backbone, table, model)
+    if not entry:
+        source = f"no entry for {kind} / {backbone}: conservative"
     entry = entry or CONSERVATIVE
     if amp == "auto":
         dtype = "bf16" if native and entry.get("bf16") else "fp32"
