@@ -39,6 +39,9 @@ ONE_EPOCH = {"train.epochs": 1, "train.warmup_epochs": 0}
 def _grid(root: Path, specs: list, workers: int, threads: int) -> float:
     """Run `specs` with fgvc.grid into results root `root`; the grid's wall seconds."""
     os.environ["FGVC_RESULTS"] = str(root)
+    # checkpoints per root too: the same run id in two roots (speed and threads share runs)
+    # would otherwise find the other's finished checkpoint and resume from it
+    os.environ["FGVC_CHECKPOINTS"] = str(ROOT / ".checkpoints" / "fastpath" / root.name)
     from fgvc.grid import run_grid
 
     t0 = time.time()
@@ -133,14 +136,15 @@ def report() -> None:
         study = _runs(results_dir())
         study = study[study.profile == "transfer"]
         walls = study.wall_time_s
-        projected = (walls * study.method.map(tab["speed-up"])).sum()
+        projected = (walls * study.method.map(tab["speed-up"])).sum(skipna=False)  # NaN if one is missing
         lines += ["## Speed: the fast path vs fp32 contiguous, per method", "",
                   f"One epoch of each method's `full` model (fp32), two runs at a time, each "
                   f"method's two layouts side by side, on {_machine(OUT / 'speed', sp)}. Training images/s:", "",
                   tab.reset_index().to_markdown(index=False, floatfmt=".2f"), "",
                   f"The committed study's {len(study)} runs took {walls.sum() / 60:.1f} run-minutes "
                   f"on the fast path (wall time per run, summed); scaled by each method's ratio, "
-                  f"fp32 contiguous would take {projected / 60:.1f} run-minutes: "
+                  f"fp32 contiguous would take {projected / 60:.1f} run-minutes (the whole run's time "
+                  f"scaled by the training speed-up, so eval and start-up are assumed to scale alike): "
                   f"{walls.sum() / 2 / 60:.1f} against {projected / 2 / 60:.1f} minutes of grid "
                   f"time with two runs at a time.", ""]
         rows += [{"part": "speed", "method": m, "metric": "speed-up", "mean": r["speed-up"]}
