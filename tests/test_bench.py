@@ -115,3 +115,16 @@ def test_new_sections_through_main(tmp_path):
     for heading in ("## Fast paths: dtype x memory layout per backbone (cpu)", "## torch.compile (cpu)",
                     "## Peak resident memory", "| efficientnet_lite0 ", "| resnet50 "):
         assert heading in text
+
+
+def test_the_report_carries_the_training_runs_speed_up_where_measured(tmp_path, monkeypatch):
+    monkeypatch.setenv("FGVC_RESULTS", str(tmp_path))
+    assert bench.training_runs_speedup() == []  # nothing measured: no section
+    (tmp_path / "fastpath").mkdir()
+    (tmp_path / "fastpath" / "fastpath.csv").write_text(
+        "part,method,metric,mean,lo,hi,n\n"
+        "parity,baseline,test_top1,1.5,-8.8,11.8,3\n"
+        "speed,baseline,speed-up,1.67,,,\nspeed,focus,speed-up,1.75,,,\n")
+    text = "\n".join(bench.training_runs_speedup())
+    assert "real training runs" in text and "| baseline" in text and "1.75" in text
+    assert "test_top1" not in text  # only the speed rows

@@ -520,7 +520,30 @@ def render(res: dict) -> str:
            f"{'yes' if m['native_bf16'] else 'no'}; fast-path table key: {m['cpu_kind']}", ""]
     for s in res["sections"].values():
         out += [f"## {s['title']}", "", s["note"], "", table(s["rows"]), ""]
-    return "\n".join(out)
+    return "\n".join(out + training_runs_speedup())
+
+
+def training_runs_speedup() -> list[str]:
+    """The per-method speed-up of the CPU fast path measured with real training runs
+    (tools/fastpath_runs.py speed -> results/fastpath/fastpath.csv), where it exists."""
+    import pandas as pd
+
+    from .paths import results_dir
+
+    path = results_dir() / "fastpath" / "fastpath.csv"
+    if not path.is_file():
+        return []
+    rows = pd.read_csv(path)
+    rows = rows[rows.part == "speed"]
+    if rows.empty:
+        return []
+    tab = [{"method": r.method, "fast path / fp32 contiguous (train img/s)": r["mean"]}
+           for _, r in rows.iterrows()]
+    return ["## The fast path in real training runs (transfer profile)", "",
+            "Each method's `full` model, one epoch, fp32 channels_last (this CPU's fast path for "
+            "EfficientNet-Lite0) against fp32 contiguous, two runs at a time; from "
+            "`results/fastpath/fastpath.md` (`python tools/fastpath_runs.py speed`), not timed "
+            "by this benchmark.", "", table(tab), ""]
 
 
 def run_bench(a: argparse.Namespace, log=print) -> dict:
