@@ -24,7 +24,11 @@ Choices where the paper is unclear (Config fields in brackets):
   input side], so at 128 px every 46 px window met the backbone at 64 px, half the input's
   side. On SynthBirds' photo mode (transfer profile, 5 seeds, paired) that reading trails
   the baseline by 4.0 points (95 % CI -8.6 to +0.6) and today's (with m = l = 2) beats it by
-  6.8 (+2.9 to +10.7) (README, "focus on photo-like images"). What it costs: at 128 px a
+  6.8 (+2.9 to +10.7) (README, "focus on photo-like images"; 2-core Intel Xeon, every method
+  at lr 0.02). Remeasured in the final study (2-core AMD EPYC, each method at its swept lr,
+  3 seeds, tools/readings.py): today's minus the ratio reading is +0.75 test points (-9.4 to
+  +10.9), and both trail the tuned baseline (today's -13.3, the ratio reading -14.1, each
+  interval below 0): the gain did not carry over. What it costs: at 128 px a
   region costs as much as the image pass (4x the ratio reading), so a CPU budget pays for
   fewer regions (the transfer profile's m).
 - Window scales are not given: one scale by default [window_scales, multipliers of
