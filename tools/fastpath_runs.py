@@ -36,12 +36,13 @@ METHODS = ["baseline", "ma_ea", "lafe", "pcanet", "focus"]
 ONE_EPOCH = {"train.epochs": 1, "train.warmup_epochs": 0}
 
 
-def _grid(root: Path, specs: list, workers: int, threads: int) -> float:
-    """Run `specs` with fgvc.grid into results root `root`; the grid's wall seconds."""
+def run_into(root: Path, specs: list, workers: int = 2, threads: int = 1) -> float:
+    """Run `specs` with fgvc.grid into results root `root` (its own checkpoints folder too);
+    the grid's wall seconds. tools/readings.py runs its grids through this as well."""
     os.environ["FGVC_RESULTS"] = str(root)
     # checkpoints per root too: the same run id in two roots (speed and threads share runs)
     # would otherwise find the other's finished checkpoint and resume from it
-    os.environ["FGVC_CHECKPOINTS"] = str(ROOT / ".checkpoints" / "fastpath" / root.name)
+    os.environ["FGVC_CHECKPOINTS"] = str(ROOT / ".checkpoints" / "tools" / root.name)
     from fgvc.grid import run_grid
 
     t0 = time.time()
@@ -68,7 +69,7 @@ def parity() -> None:
 
     if not fastpath.native_bf16():
         sys.exit("this CPU has no native bf16: the fast path stays fp32 here (see README)")
-    _grid(OUT / "parity", _plan(["baseline", "lafe"], [0, 1, 2],
+    run_into(OUT / "parity", _plan(["baseline", "lafe"], [0, 1, 2],
                                 {"train.amp": "bf16", "train.channels_last": True}), 2, 1)
 
 
@@ -77,14 +78,14 @@ def speed() -> None:
     for m in METHODS:  # each method's two layouts next to each other: they run side by side
         for layout in (True, False):
             specs += _plan([m], [0], {**ONE_EPOCH, "train.amp": "off", "train.channels_last": layout})
-    _grid(OUT / "speed", specs, 2, 1)
+    run_into(OUT / "speed", specs, 2, 1)
 
 
 def threads() -> None:
     specs = _plan(["baseline", "focus"], [0, 1], {**ONE_EPOCH, "train.amp": "off",
                                                    "train.channels_last": True})
-    walls = {"2 runs x 1 thread": _grid(OUT / "threads_2x1", specs, 2, 1),
-             "1 run x 2 threads": _grid(OUT / "threads_1x2", specs, 1, 2)}
+    walls = {"2 runs x 1 thread": run_into(OUT / "threads_2x1", specs, 2, 1),
+             "1 run x 2 threads": run_into(OUT / "threads_1x2", specs, 1, 2)}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "threads.json").write_text(json.dumps(walls, indent=1) + "\n")
 

@@ -13,7 +13,6 @@ and on test top-1 with the committed baseline `full` runs (each method at its ow
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -39,14 +38,12 @@ READINGS = {
 
 
 def run(seeds: list[int]) -> None:
-    os.environ["FGVC_RESULTS"] = str(OUT)
-    from fgvc.grid import plan, run_grid
+    from fastpath_runs import run_into  # this folder's grid runner: results and checkpoints apart
+    from fgvc.grid import plan
 
     specs = [s for m, readings in READINGS.items() for _, settings in readings.values()
              for s in plan("transfer", methods=[m], variants=["full"], seeds=seeds, overrides=settings)]
-    result = run_grid(specs, workers=2, threads=1)
-    if result["failed"]:
-        raise SystemExit(f"failed runs: {result['failed']}")
+    run_into(OUT, specs)
 
 
 def report() -> None:
