@@ -107,6 +107,20 @@ def test_non_finite_loss_names_the_step():
         train_one_epoch(model, loader, opt, sched, torch.device("cpu"), epoch=2, progress=False)
 
 
+@pytest.mark.parametrize("max_steps, expected", [(0, [2.0, 2.25, 2.5, 2.75]), (2, [2.0, 2.5])])
+def test_each_step_tells_the_method_its_progress_in_epochs(max_steps, expected):
+    model = create_method("baseline", 2, backbone="resnet18")
+    seen = []
+    model.set_progress = seen.append
+    t = {"lr": 0.01, "backbone_lr_mult": 1.0, "momentum": 0.9, "weight_decay": 0.0,
+         "nesterov": False, "warmup_epochs": 0, "schedule": "cosine", "epochs": 3}
+    opt = build_optimizer(model, t)
+    loader = [(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))] * 4
+    train_one_epoch(model, loader, opt, build_scheduler(opt, t, 4), torch.device("cpu"), epoch=2,
+                    max_steps=max_steps, progress=False)
+    assert seen == expected
+
+
 def test_complete_run_is_not_run_again(isolated_results):
     first = run(method="baseline", profile="scratch", overrides=TINY, run_id="done", progress=False)
     again = run(method="baseline", profile="scratch", overrides=TINY, run_id="done", progress=False)

@@ -339,3 +339,25 @@ def test_forward_returns_the_proposals_and_which_survived_nms():
         boxes, valid = model.propose(att, (64, 64), model.cfg.num_regions)
     torch.testing.assert_close(out["boxes"], boxes)
     assert out["valid"].dtype == torch.bool and torch.equal(out["valid"], valid)
+
+
+# ------------------------------------------------------------------ schedule and region BN
+@pytest.mark.parametrize("progress, weight", [(0.0, 0.0), (0.5, 0.25), (1.5, 0.75), (2.0, 1.0),
+                                              (4.2, 1.0)])
+def test_branch_warmup_ramps_region_and_hybrid_ce(progress, weight):
+    model = _model(branch_warmup=2.0).train()
+    x, y = torch.randn(3, 3, 64, 64), torch.tensor([0, 1, 4])
+    model.set_progress(progress)
+    out = model(x, y)
+    loss, parts = model.loss(out, y)
+    assert model.branch_weight() == pytest.approx(weight)
+    torch.testing.assert_close(loss, parts["image"] + weight * (parts["region"] + parts["hybrid"]))
+    # parts are reported unweighted, so the history shows what each head learns
+    torch.testing.assert_close(parts["hybrid"], F.cross_entropy(out["logits"], y))
+
+
+def test_without_warmup_the_weight_is_one_from_the_first_step():
+    model = _model().train()
+    model.set_progress(0.0)
+    assert model.branch_weight() == 1.0
+

@@ -218,9 +218,16 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer, scheduler, de
     correct = torch.zeros((), device=device)
     n_images, start = 0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
+    # progress in epochs for methods with a loss schedule (Method.set_progress)
+    set_progress = getattr(core, "set_progress", None)
+    steps = len(loader) if hasattr(loader, "__len__") else max_steps
+    if max_steps:
+        steps = min(steps, max_steps)
     for step, (images, target) in enumerate(bar):
         if max_steps and step >= max_steps:
             break
+        if set_progress is not None:
+            set_progress(epoch + step / max(steps, 1))
         images = images.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)

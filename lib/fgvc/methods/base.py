@@ -53,6 +53,14 @@ class Method(nn.Module):
         """Layers whose activations Grad-CAM uses; default: the last backbone stage."""
         return [self.backbone.stages[-1]]
 
+    # -- training progress ----------------------------------------------------------------
+    progress: float = 0.0  # epochs of training done (epoch + step / steps), set by the engine
+
+    def set_progress(self, epochs: float) -> None:
+        """Called by the engine before each training step; a method with a loss schedule
+        reads `self.progress` (recomputed every step, so a resumed run gets the same value)."""
+        self.progress = epochs
+
     # -- to override -------------------------------------------------------------------
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> dict:
         raise NotImplementedError

@@ -86,6 +86,7 @@ class FocusConfig(MethodConfig):
     cam: str = "max"                     # "max" over all classes | "class" (gt / predicted)
     score: str = "center"                # window score: "center" cell of M | "mean" over window
     use_hybrid: bool = True              # False: Table 2 "image level only"
+    branch_warmup: float = 0.0           # epochs over which region + hybrid CE ramp 0 -> 1
 
 
 @register
@@ -107,6 +108,8 @@ class Focus(Method):
                              f"zoom_frac > 0")
         if not cfg.window_scales or min(cfg.window_scales) <= 0:  # pragma: no mutate block
             raise ValueError(f"focus.window_scales = {cfg.window_scales!r}: need positive values")
+        if cfg.branch_warmup < 0:  # pragma: no mutate block
+            raise ValueError(f"focus.branch_warmup = {cfg.branch_warmup}: epochs, >= 0")
         n = self.backbone.out_channels
         self.image_map = nn.Identity()   # Z of the image pass only: the Grad-CAM target
         self.fc = nn.Linear(n, num_classes)
@@ -177,6 +180,13 @@ class Focus(Method):
             out["logits"] = image_logits
         return out
 
+    def branch_weight(self) -> float:
+        """Weight of the region and hybrid CE: ramps linearly from 0 to 1 over the first
+        `branch_warmup` epochs of training (1 throughout when 0)."""
+        if self.cfg.branch_warmup <= 0:
+            return 1.0
+        return min(1.0, self.progress / self.cfg.branch_warmup)
+
     def loss(self, out: dict, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         region_logits = out["region_logits"]  # (B, m, K)
         parts = {
@@ -186,5 +196,6 @@ class Focus(Method):
         }
         if self.cfg.use_hybrid:
             parts["hybrid"] = F.cross_entropy(out["logits"], target)
-        total = sum(parts.values())
+        w = self.branch_weight()
+        total = sum(v if k == "image" else w * v for k, v in parts.items())
         return total, {k: v.detach() for k, v in parts.items()}
