@@ -54,7 +54,15 @@ Choices where the paper is unclear (Config fields in brackets):
 - "Image level only" (Table 2) = the hybrid module removed in training, the image head
   predicts at test [use_hybrid = False]; region CE still trains the shared backbone. At
   test that variant runs no region pass at all.
-- All three CE terms weigh 1 (the paper gives no weights).
+- All three CE terms weigh 1 (the paper gives no weights) [branch_warmup = 0]. The paper
+  trains 100 epochs from the first step on all three; in a 5-epoch budget the first epochs
+  are a large share, and while the image head is untrained its max-over-classes CAM is noise,
+  so the region CE trains the shared backbone on crops of background and decoys labelled with
+  the species, and the hybrid head learns on those regions. [branch_warmup = E] ramps the
+  region and hybrid CE weights linearly from 0 to 1 over the first E epochs (the image CE
+  weighs 1 throughout; the reported loss parts stay unweighted); after E epochs the loss is
+  the paper's. The transfer profile uses E = 2 of its 5 epochs (README, "focus on photo-like
+  images": with it focus can use the baseline's lr, without it that lr costs it ~10 points).
 - Eval mode crops and encodes only the l regions the hybrid head needs, not all m.
 - NMS on CUDA returns a variable number of boxes, which costs one host sync per step.
 """
