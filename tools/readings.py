@@ -2,7 +2,7 @@
 
     python tools/readings.py run [--seeds 0,1,2]   # train every reading (fgvc.grid, 2 at a time)
     python tools/readings.py report                # -> results/readings/readings.md (+ .csv)
-    python tools/readings.py focus-fix             # -> results/readings/focus_fix.md
+    python tools/readings.py focus-fix [--run]     # -> results/readings/focus_fix.md
 
 
 The rule (docs/METHODS.md): where a paper's prose and equations disagree, the equations are the
@@ -90,43 +90,71 @@ def report() -> None:
 # region and hybrid CE weighted 1 from the first step), kept for the before/after comparison:
 # the previous default's `full` runs and the earlier geometry (zoom_ratio) of the same profile.
 BEFORE = OUT / "before_fix"
+# More seeds than the study's for the same comparison: baseline, focus after and focus before
+# (the previous default's settings with today's code: the same arithmetic) into their own root.
+EXTRA = OUT / "focus_fix"
+PREVIOUS = {"model.branch_warmup": 0, "train.lr": 0.02}
+ZOOM_RATIO = {"model.num_hybrid": 4, "model.num_regions": 6, "model.zoom_px": 0}
+
+
+def focus_fix_run(seeds: list[int]) -> None:
+    from fastpath_runs import run_into
+    from fgvc.grid import plan
+
+    specs = [s for m, settings in (("baseline", {}), ("focus", {}), ("focus", PREVIOUS))
+             for s in plan("transfer", methods=[m], variants=["full"], seeds=seeds,
+                           overrides=settings)]
+    run_into(EXTRA, specs)
 
 
 def focus_fix() -> None:
     """Focus before and after the transfer-regime fix, each paired by seed with the baseline
     and with each other on test top-1 -> results/readings/focus_fix.md."""
     from fgvc.paths import results_dir
-    from fgvc.results import load_runs
+    from fgvc.results import load_runs, overrides_label
     from fgvc.stats import paired_difference
 
-    now, before = load_runs(results_dir()), load_runs(BEFORE)
+    roots = {"study": load_runs(results_dir()), "before": load_runs(BEFORE),
+             "extra": load_runs(EXTRA) if (EXTRA / "runs").is_dir() else None}
 
-    def arm(df, method, overrides="none"):
-        df = df[(df.method == method) & (df.variant == "full") & (df.profile == "transfer")
-                & (df.overrides == overrides)]
-        return dict(zip(df.seed, df.test_top1))
+    def arm(method, *sources):
+        out = {}
+        for root, settings in sources:
+            df = roots[root]
+            if df is None or df.empty:
+                continue
+            df = df[(df.method == method) & (df.variant == "full") & (df.profile == "transfer")
+                    & (df.overrides == overrides_label(settings))]
+            out.update(zip(df.seed, df.test_top1))
+        return out
 
-    arms = {"baseline": arm(now, "baseline"), "focus after (default)": arm(now, "focus"),
-            "focus before (previous default)": arm(before, "focus"),
-            "focus before, earlier geometry (zoom_ratio)":
-                arm(before, "focus", "model.num_hybrid=4; model.num_regions=6; model.zoom_px=0")}
+    arms = {"baseline": arm("baseline", ("study", {}), ("extra", {})),
+            "focus after (default)": arm("focus", ("study", {}), ("extra", {})),
+            "focus before (previous default)": arm("focus", ("before", {}), ("extra", PREVIOUS)),
+            "focus before, earlier geometry (zoom_ratio)": arm("focus", ("before", ZOOM_RATIO))}
     pairs = [("focus before (previous default)", "baseline"), ("focus after (default)", "baseline"),
-             ("focus before, earlier geometry (zoom_ratio)", "baseline"),
-             ("focus after (default)", "focus before (previous default)")]
+             ("focus after (default)", "focus before (previous default)"),
+             ("focus before, earlier geometry (zoom_ratio)", "baseline")]
     rows = []
-    for a, b in pairs:
-        iv = paired_difference(arms[a], arms[b])
-        rows.append({"difference": f"{a} - {b}", "n": iv.n,
-                     "by seed": ", ".join(f"{arms[a][s]:.2f} - {arms[b][s]:.2f}"
-                                          for s in sorted(set(arms[a]) & set(arms[b]))),
-                     "mean": round(iv.mean, 2), "95% CI": f"[{iv.lo:+.2f}, {iv.hi:+.2f}]",
-                     "verdict": iv.verdict()})
+    for seeds in ([0, 1, 2], None):
+        for a, b in pairs:
+            common = sorted(set(arms[a]) & set(arms[b]) & set(seeds or arms[a]))
+            if seeds is None and common == [0, 1, 2]:
+                continue  # no seeds beyond the study's
+            x, y = ({s: arms[a][s] for s in common}, {s: arms[b][s] for s in common})
+            iv = paired_difference(x, y)
+            rows.append({"difference": f"{a} - {b}", "seeds": ", ".join(map(str, common)),
+                         "by seed": ", ".join(f"{x[s]:.2f} - {y[s]:.2f}" for s in common),
+                         "mean": round(iv.mean, 2), "95% CI": f"[{iv.lo:+.2f}, {iv.hi:+.2f}]",
+                         "verdict": iv.verdict()})
     text = ("# focus before and after the transfer-regime fix\n\n`python tools/readings.py "
             "focus-fix`: test top-1 (%), transfer profile, `full`, paired by seed (95 % t "
             "intervals, fgvc.stats). After: the committed study (results/runs/). Before: the "
             "committed study of commit 22096b9 (focus at lr 0.02, region and hybrid CE weighted "
-            "1 from the first step), kept in results/readings/before_fix/.\n\n"
-            + pd.DataFrame(rows).to_markdown(index=False) + "\n")
+            "1 from the first step), kept in results/readings/before_fix/. Seeds beyond the "
+            "study's (`focus-fix --run --seeds 3,4`): results/readings/focus_fix/, the before "
+            "arm with the previous default's settings "
+            f"({overrides_label(PREVIOUS)}).\n\n" + pd.DataFrame(rows).to_markdown(index=False) + "\n")
     (OUT / "focus_fix.md").write_text(text)
     print(text)
 
@@ -134,12 +162,17 @@ def focus_fix() -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=["run", "report", "focus-fix"])
-    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--seeds", help="default 0,1,2 (run); 3,4 (focus-fix --run)")
+    p.add_argument("--run", action="store_true", help="focus-fix: train the extra seeds first")
     a = p.parse_args()
     if a.what == "run":
-        run([int(s) for s in a.seeds.split(",")])
+        run([int(s) for s in (a.seeds or "0,1,2").split(",")])
+    elif a.what == "report":
+        report()
     else:
-        report() if a.what == "report" else focus_fix()
+        if a.run:
+            focus_fix_run([int(s) for s in (a.seeds or "3,4").split(",")])
+        focus_fix()
 
 
 if __name__ == "__main__":
