@@ -107,14 +107,14 @@ def focus_fix_run(seeds: list[int]) -> None:
     run_into(EXTRA, specs)
 
 
-def focus_fix() -> None:
+def focus_fix(study: Path) -> None:
     """Focus before and after the transfer-regime fix, each paired by seed with the baseline
-    and with each other on test top-1 -> results/readings/focus_fix.md."""
-    from fgvc.paths import results_dir
+    and with each other on test top-1 -> results/readings/focus_fix.md. `study`: the committed
+    study's results root."""
     from fgvc.results import load_runs, overrides_label
     from fgvc.stats import paired_difference
 
-    roots = {"study": load_runs(results_dir()), "before": load_runs(BEFORE),
+    roots = {"study": load_runs(study), "before": load_runs(BEFORE),
              "extra": load_runs(EXTRA) if (EXTRA / "runs").is_dir() else None}
 
     def arm(method, *sources):
@@ -170,9 +170,12 @@ def main() -> None:
     elif a.what == "report":
         report()
     else:
+        from fgvc.paths import results_dir
+
+        study = results_dir()  # read now: run_into points FGVC_RESULTS at its own root
         if a.run:
             focus_fix_run([int(s) for s in (a.seeds or "3,4").split(",")])
-        focus_fix()
+        focus_fix(study)
 
 
 if __name__ == "__main__":

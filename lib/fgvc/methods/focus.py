@@ -22,15 +22,12 @@ Choices where the paper is unclear (Config fields in brackets):
   is zoomed to 128 px, so the shared backbone sees regions at no smaller a scale than the
   whole image. The earlier reading kept the ratio [zoom_px = 0: zoom_frac = 224/448 of the
   input side], so at 128 px every 46 px window met the backbone at 64 px, half the input's
-  side. On SynthBirds' photo mode (transfer profile, 5 seeds, paired) that reading trails
-  the baseline by 4.0 points (95 % CI -8.6 to +0.6) and today's (with m = l = 2) beats it by
-  6.8 (+2.9 to +10.7) (README, "focus on photo-like images"; 2-core Intel Xeon, every method
-  at lr 0.02). Remeasured in the final study (2-core AMD EPYC, each method at its swept lr,
-  3 seeds, tools/readings.py): today's minus the ratio reading is +0.75 test points (-9.4 to
-  +10.9), and both trail the tuned baseline (today's -13.3, the ratio reading -14.1, each
-  interval below 0): the gain did not carry over. What it costs: at 128 px a
-  region costs as much as the image pass (4x the ratio reading), so a CPU budget pays for
-  fewer regions (the transfer profile's m).
+  side. On SynthBirds' photo mode (transfer profile, 5 seeds, paired) today's (with
+  m = l = 2) beat that reading by 6.8 points (+2.9 to +10.7) on a 2-core Intel Xeon with
+  every method at lr 0.02; on the AMD EPYC at the swept lrs by 0.75 (-9.4 to +10.9, 3 seeds),
+  both trailing the tuned baseline until the loss ramp below (README, "focus on photo-like
+  images"). What it costs: at 128 px a region costs as much as the image pass (4x the ratio
+  reading), so a CPU budget pays for fewer regions (the transfer profile's m).
 - Window scales are not given: one scale by default [window_scales, multipliers of
   window_frac; several give multi-scale windows, best used with score="mean", since with
   "center" all scales at a cell tie].
@@ -61,8 +58,10 @@ Choices where the paper is unclear (Config fields in brackets):
   the species, and the hybrid head learns on those regions. [branch_warmup = E] ramps the
   region and hybrid CE weights linearly from 0 to 1 over the first E epochs (the image CE
   weighs 1 throughout; the reported loss parts stay unweighted); after E epochs the loss is
-  the paper's. The transfer profile uses E = 2 of its 5 epochs (README, "focus on photo-like
-  images": with it focus can use the baseline's lr, without it that lr costs it ~10 points).
+  the paper's. The transfer profile uses E = 2 of its 5 epochs: with it the lr sweep chose
+  the baseline's 0.08 for focus (0.02 without), and focus - baseline went from -13.3 (95 % CI
+  -23.0 to -3.7) to -0.8 (-18.7 to +17.2), seeds 0-2; without the ramp at 0.08 it stays below
+  (-7.1, -12.7 to -1.4) (README, "focus on photo-like images").
 - Eval mode crops and encodes only the l regions the hybrid head needs, not all m.
 - NMS on CUDA returns a variable number of boxes, which costs one host sync per step.
 """
