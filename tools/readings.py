@@ -95,6 +95,7 @@ BEFORE = OUT / "before_fix"
 EXTRA = OUT / "focus_fix"
 PREVIOUS = {"model.branch_warmup": 0, "train.lr": 0.02}
 ZOOM_RATIO = {"model.num_hybrid": 4, "model.num_regions": 6, "model.zoom_px": 0}
+NO_RAMP = READINGS["focus"]["no_warmup"][1]
 
 
 def focus_fix_run(seeds: list[int]) -> None:
@@ -114,7 +115,7 @@ def focus_fix(study: Path) -> None:
     from fgvc.results import load_runs, overrides_label
     from fgvc.stats import paired_difference
 
-    roots = {"study": load_runs(study), "before": load_runs(BEFORE),
+    roots = {"study": load_runs(study), "before": load_runs(BEFORE), "readings": load_runs(OUT),
              "extra": load_runs(EXTRA) if (EXTRA / "runs").is_dir() else None}
 
     def arm(method, *sources):
@@ -131,10 +132,13 @@ def focus_fix(study: Path) -> None:
     arms = {"baseline": arm("baseline", ("study", {}), ("extra", {})),
             "focus after (default)": arm("focus", ("study", {}), ("extra", {})),
             "focus before (previous default)": arm("focus", ("before", {}), ("extra", PREVIOUS)),
-            "focus before, earlier geometry (zoom_ratio)": arm("focus", ("before", ZOOM_RATIO))}
+            "focus before, earlier geometry (zoom_ratio)": arm("focus", ("before", ZOOM_RATIO)),
+            "focus without the ramp (no_warmup)": arm("focus", ("readings", NO_RAMP))}
     pairs = [("focus before (previous default)", "baseline"), ("focus after (default)", "baseline"),
              ("focus after (default)", "focus before (previous default)"),
-             ("focus before, earlier geometry (zoom_ratio)", "baseline")]
+             ("focus before, earlier geometry (zoom_ratio)", "baseline"),
+             ("focus without the ramp (no_warmup)", "baseline"),
+             ("focus after (default)", "focus without the ramp (no_warmup)")]
     rows = []
     for seeds in ([0, 1, 2], None):
         for a, b in pairs:
@@ -154,7 +158,8 @@ def focus_fix(study: Path) -> None:
             "1 from the first step), kept in results/readings/before_fix/. Seeds beyond the "
             "study's (`focus-fix --run --seeds 3,4`): results/readings/focus_fix/, the before "
             "arm with the previous default's settings "
-            f"({overrides_label(PREVIOUS)}).\n\n" + pd.DataFrame(rows).to_markdown(index=False) + "\n")
+            f"({overrides_label(PREVIOUS)}). Without the ramp: the reading `no_warmup` "
+            "(results/readings/runs/).\n\n" + pd.DataFrame(rows).to_markdown(index=False) + "\n")
     (OUT / "focus_fix.md").write_text(text)
     print(text)
 
