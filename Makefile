@@ -27,33 +27,34 @@ $(STAMP): requirements.txt pyproject.toml
 
 ## The study's main job: retrain the committed transfer-regime study into reproduction/ and compare.
 study: $(STAMP)
-	$(BIN)/python -m fgvc.reproduce --profile transfer
+	$(BIN)/python -m fgvc.study.reproduce --profile transfer
 
 ## Maintainers: replace the committed records with a new study on purpose (results/), then the report.
 study-new: $(STAMP)
-	$(BIN)/python -m fgvc.grid --profile transfer
-	$(BIN)/python -m fgvc.report --profile transfer
+	$(BIN)/python -m fgvc.study.grid --profile transfer
+	$(BIN)/python -m fgvc.study.report --profile transfer
 
 ## Maintainers: on a fresh clone, reproduce and commit results/reproduction.{md,csv}.
 reproduction-report: $(STAMP)
-	$(BIN)/python -m fgvc.reproduce --profile transfer --commit-report
+	$(BIN)/python -m fgvc.study.reproduce --profile transfer --commit-report
 
 ## The lr sweep on validation that chose each method's lr (results/sweep/, not part of the study's time).
 sweep: $(STAMP)
-	$(BIN)/python -m fgvc.sweep --run --profile transfer
+	$(BIN)/python -m fgvc.study.sweep --run --profile transfer
 
 ## Every other ablation row of every paper (transfer profile), then the report.
 ablations: $(STAMP)
-	$(BIN)/python -m fgvc.grid --profile transfer --grid ablations
-	$(BIN)/python -m fgvc.report --profile transfer
+	$(BIN)/python -m fgvc.study.grid --profile transfer --grid ablations
+	$(BIN)/python -m fgvc.study.report --profile transfer
 
 ## A fast pipeline check: ResNet-18 from scratch at 64 px (the scratch profile), every method and row.
 pipeline-check: $(STAMP)
-	$(BIN)/python -m fgvc.grid --profile scratch
-	$(BIN)/python -m fgvc.report --profile scratch
+	$(BIN)/python -m fgvc.study.grid --profile scratch
+	$(BIN)/python -m fgvc.study.report --profile scratch
 
-## The whole test suite (unit tests, papermill smoke runs, nbval on the stored notebooks).
+## The import contract (lint-imports), then the whole test suite (unit tests, papermill smoke runs, nbval).
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	TQDM_DISABLE=1 $(BIN)/python -m pytest -q
 
 ## Mutation testing (mutmut, not in CI) of the layers and the methods' forward/loss -> results/mutation.md.
@@ -67,7 +68,7 @@ lab: $(STAMP)
 
 ## The benchmark (throughput, MFU, data path) -> results/bench.md.
 bench: $(STAMP)
-	$(BIN)/python -m fgvc.bench
+	$(BIN)/python -m fgvc.dev.bench
 
 ## The GPU check on a bare GPU machine (torch + torchvision only; lib/ on PYTHONPATH) -> results/bench_gpu.md.
 gpu-check:
@@ -75,10 +76,10 @@ gpu-check:
 
 ## Rebuild every table and figure from the committed run records (cheap: no training).
 report: $(STAMP)
-	$(BIN)/python -m fgvc.report --profile transfer
+	$(BIN)/python -m fgvc.study.report --profile transfer
 
 ## Re-execute the stored notebooks with their tiny defaults (what nbval compares), outside results/.
 notebooks: $(STAMP)
 	tmp=$$(mktemp -d) && for nb in notebooks/*.ipynb; do \
 	  FGVC_RESULTS=$$tmp/results FGVC_CHECKPOINTS=$$tmp/ckpt FGVC_DATA=$$tmp/data TQDM_DISABLE=1 \
-	  $(BIN)/python -m fgvc.notebook $$nb $$nb --cwd . || exit 1; done; rm -rf $$tmp
+	  $(BIN)/python -m fgvc.study.notebook $$nb $$nb --cwd . || exit 1; done; rm -rf $$tmp

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fgvc import bench
+from fgvc.dev import bench
 
 FAST = 0.01  # seconds per Timer measurement: one block after Timer's warm-up call
 
@@ -57,7 +57,7 @@ def test_main_writes_report(tmp_path):
                     "## Data pipeline", "torch " + torch.__version__, "| fgvc.engine.train_one_epoch |",
                     "GFLOP/s**; bf16 (64 x 64)", "native bf16: ", "fast-path table key: "):
         assert heading in text
-    assert "python -m fgvc.bench --out" in text
+    assert "python -m fgvc.dev.bench --out" in text
     assert out.with_suffix(".json").is_file()
 
 
@@ -65,7 +65,7 @@ TINY_BACKBONES = (("resnet18", 32, 2),)
 
 
 def test_fastpath_table_tiny():
-    from fgvc import fastpath
+    from fgvc.study import fastpath
 
     s = bench.fastpath_table(TINY_BACKBONES, peaks={"fp32": 1e9, "bf16": 1e9}, min_run_time=FAST,
                              log=lambda _: None)
@@ -79,7 +79,7 @@ def test_fastpath_table_tiny():
 
 
 def test_fastpath_entry_follows_the_rule():
-    from fgvc import fastpath
+    from fgvc.study import fastpath
 
     entry = bench.fastpath_entry(TINY_BACKBONES, rounds=1, min_run_time=FAST, log=lambda _: None)
     (kind, e), = entry.items()

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from fgvc.cam import (REFERENCE, LogitsOnly, box_fraction, box_to_input, cam_class, cam_layer,
-                      compute_cams, crop_offset, disc_union_area, energy_in_box, pointing_chance,
-                      pointing_hit, road_scores, to_input_coords, uniform_reference)
+from fgvc.study.cam_scores import REFERENCE, box_fraction, box_to_input, crop_offset, disc_union_area, energy_in_box, pointing_chance, pointing_hit, road_scores, to_input_coords, uniform_reference
+
+from fgvc.cam import LogitsOnly, cam_class, cam_layer, compute_cams
 from fgvc.methods import create_method, list_methods
 
 SIZE = 64
@@ -213,9 +213,10 @@ def test_checkpoint_of_a_compiled_model_loads_for_grad_cam(isolated_results):
     says the layer and its map; the gallery labels its rows with them."""
     from tiny import TINY
 
-    from fgvc.cam import (cam_gallery, cam_study, load_run_cams, load_run_model,
-                          scores_markdown_table, summarize_scores)
-    from fgvc.run import run
+    from fgvc.study.gallery import cam_gallery
+
+    from fgvc.study.cam_scores import cam_study, load_run_cams, load_run_model, scores_markdown_table, summarize_scores
+    from fgvc.study.run import run
 
     run(method="baseline", profile="scratch", overrides=TINY, run_id="cc", progress=False)
     path = isolated_results / "ckpt/cc/best.pt"

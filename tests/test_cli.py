@@ -18,10 +18,10 @@ def _cli(tmp_path, *args, **env):
 
 
 @pytest.mark.parametrize("args, cause", [
-    (["fgvc.train", "--method", "baseline", "--profile", "paper", "--dataset", "cub"], "not found"),
-    (["fgvc.train", "--method", "lafe", "--variant", "nope"], "unknown variant 'nope'"),
-    (["fgvc.grid", "--methods", "nope", "--plan"], "unknown method 'nope'"),
-    (["fgvc.train", "--method", "baseline", "--set", "train.epochs=ten"], "train.epochs"),
+    (["fgvc.study.train", "--method", "baseline", "--profile", "paper", "--dataset", "cub"], "not found"),
+    (["fgvc.study.train", "--method", "lafe", "--variant", "nope"], "unknown variant 'nope'"),
+    (["fgvc.study.grid", "--methods", "nope", "--plan"], "unknown method 'nope'"),
+    (["fgvc.study.train", "--method", "baseline", "--set", "train.epochs=ten"], "train.epochs"),
     (["fgvc.data", "prepare", "cub", "--size", "64"], "not found"),
 ])
 def test_a_user_error_is_one_line_without_traceback(tmp_path, args, cause):
@@ -34,9 +34,9 @@ def test_a_user_error_is_one_line_without_traceback(tmp_path, args, cause):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    proc = _cli(tmp_path, "fgvc.grid", "--methods", "nope", "--plan", "--debug")
+    proc = _cli(tmp_path, "fgvc.study.grid", "--methods", "nope", "--plan", "--debug")
     assert proc.returncode != 0 and "Traceback" in proc.stderr
-    proc = _cli(tmp_path, "fgvc.grid", "--methods", "nope", "--plan", FGVC_DEBUG="1")
+    proc = _cli(tmp_path, "fgvc.study.grid", "--methods", "nope", "--plan", FGVC_DEBUG="1")
     assert "Traceback" in proc.stderr
 
 

@@ -1,11 +1,11 @@
-"""The complexity table: parameters, MACs (fgvc.cost, checked against FlopCounterMode on
+"""The complexity table: parameters, MACs (fgvc.study.cost, checked against FlopCounterMode on
 torchvision) and latency of the methods."""
 import pytest
 import torch
 from torchvision.models import resnet18
 
-from fgvc.complexity import complexity_markdown_table, complexity_table, macs_of
-from fgvc.cost import count_macs, count_params, measure_latency
+from fgvc.study.complexity import complexity_markdown_table, complexity_table, macs_of
+from fgvc.study.cost import count_macs, count_params, measure_latency
 from fgvc.methods import list_methods
 
 SIZE = 64

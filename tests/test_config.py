@@ -3,7 +3,7 @@ import pytest
 
 import json
 
-from fgvc.config import (config_hash, dotted_to_nested, from_json, list_profiles, load_profile,
+from fgvc.study.config import (config_hash, dotted_to_nested, from_json, list_profiles, load_profile,
                          portable_path, resolve)
 from fgvc.paths import ROOT
 from fgvc.engine import lr_factor

@@ -1,4 +1,4 @@
-"""The one cost model (fgvc.cost): values it counts, and that no other module counts or times code."""
+"""The one cost model (fgvc.study.cost): values it counts, and that no other module counts or times code."""
 from __future__ import annotations
 
 import ast
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fgvc
-from fgvc import cost
+from fgvc.study import cost
 
 LIB = Path(fgvc.__file__).parent
 
@@ -88,15 +88,15 @@ def test_gemm_rate_is_positive(dtype):
 
 
 # ----------------------------------------------------------------------------- one place
-ALLOWED = {"cost.py", "bench.py"}  # the cost model and the benchmark built on it
+ALLOWED = {"study/cost.py", "dev/bench.py"}  # the cost model and the benchmark built on it
 # Reading a clock to record how long real work took, once per piece of work, is bookkeeping,
 # not timing code: these modules may read clocks (and only these, besides ALLOWED).
 BOOKKEEPING = {
     "engine.py": "train_seconds of each epoch of a real run",
-    "run.py": "wall_time_s of a run in its record",
-    "grid.py": "elapsed time of each job of a grid and of the whole grid",
-    "slurm.py": "elapsed time of each Slurm job and of the whole submission",
-    "reproduce.py": "how long the reruns of a reproduction took, in its report",
+    "study/run.py": "wall_time_s of a run in its record",
+    "study/grid.py": "elapsed time of each job of a grid and of the whole grid",
+    "study/slurm.py": "elapsed time of each Slurm job and of the whole submission",
+    "study/reproduce.py": "how long the reruns of a reproduction took, in its report",
     "data/prepare.py": "images/s in the progress log of preparing the cache",
 }
 CLOCKS = {"perf_counter", "perf_counter_ns", "process_time", "process_time_ns", "thread_time",
@@ -180,4 +180,4 @@ def test_only_the_cost_model_and_the_benchmark_count_or_time_code():
         found = cost_code(path.read_text(), clocks_allowed=rel in BOOKKEEPING)
         if found:
             offences[rel] = found
-    assert not offences, f"count or time code through fgvc.cost instead: {offences}"
+    assert not offences, f"count or time code through fgvc.study.cost instead: {offences}"

@@ -1,7 +1,7 @@
 """DDP through torchrun: 2 CPU processes (gloo) against 1 process, rank-0-only writes, resume.
 
 The 2-process runs go through the real entry point (`torchrun -m`-style: a small launcher
-script that calls `fgvc.train.main`) with fgvc.io / fgvc.engine writes wrapped to log which
+script that calls `fgvc.study.train.main`) with fgvc.io / fgvc.engine writes wrapped to log which
 rank wrote which file. About 1.5 min on 2 shared cores.
 
 Why not bitwise equality with 1 process: global step k sees the same 8 images in both
@@ -38,7 +38,7 @@ OVERRIDES = {"train.epochs": 2, "train.max_steps": 3, "train.batch_size": 8, "tr
 
 LAUNCHER = r'''
 import json, os, sys
-import fgvc.io, fgvc.engine, fgvc.run
+import fgvc.io, fgvc.engine, fgvc.study.run
 
 log = os.path.join(os.environ["WRITE_LOG_DIR"], f"rank{os.environ['RANK']}.jsonl")
 
@@ -60,7 +60,7 @@ fgvc.io.write_text, fgvc.engine.torch_save = write_text, torch_save
 
 stop_after = int(os.environ.get("STOP_AFTER_EPOCH", "0"))
 if stop_after:
-    _fit = fgvc.run.fit
+    _fit = fgvc.study.run.fit
     def fit(*a, on_epoch=None, **k):
         def stop(state):
             if on_epoch is not None:
@@ -68,9 +68,9 @@ if stop_after:
             if state.epoch >= stop_after:
                 raise SystemExit(3)  # every rank stops here: a killed job
         return _fit(*a, on_epoch=stop, **k)
-    fgvc.run.fit = fit
+    fgvc.study.run.fit = fit
 
-from fgvc.train import main
+from fgvc.study.train import main
 sys.exit(main(sys.argv[1:]))
 '''
 
@@ -112,7 +112,7 @@ def runs(tmp_path_factory):
     old = {k: os.environ.get(k) for k in ("FGVC_RESULTS", "FGVC_CHECKPOINTS", "FGVC_DATA")}
     os.environ.update({k: v for k, v in _env(tmp).items() if k.startswith("FGVC_")})
     try:
-        from fgvc.run import run
+        from fgvc.study.run import run
 
         torch.set_num_threads(1)
         single = run(method="baseline", profile="scratch", overrides=OVERRIDES, run_id="single", progress=False)

@@ -1,9 +1,9 @@
 """Where focus's windows land: the geometry by hand, and the CLI on a tiny trained run."""
 import torch
 
-from fgvc.diagnostics import _inside_share, main
+from fgvc.dev.diagnostics import _inside_share, main
 from fgvc.paths import results_dir
-from fgvc.run import run
+from fgvc.study.run import run
 
 from tiny import TINY
 

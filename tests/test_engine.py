@@ -14,9 +14,9 @@ import torch
 from fgvc import io
 from fgvc.engine import CheckpointMismatch, NonFiniteLoss, build_optimizer, build_scheduler, train_one_epoch
 from fgvc.methods import create_method
-from fgvc.config import config_hash, resolve
-from fgvc.run import resolve_machine, run
-from fgvc.train import main as train_main
+from fgvc.study.config import config_hash, resolve
+from fgvc.study.run import resolve_machine, run
+from fgvc.study.train import main as train_main
 
 from tiny import TINY
 
@@ -41,7 +41,7 @@ def test_same_seed_same_metrics(isolated_results):
 
 
 def _start(run_id: str, env: dict) -> subprocess.Popen:
-    code = ("import torch; torch.set_num_threads(1); from fgvc.run import run; "
+    code = ("import torch; torch.set_num_threads(1); from fgvc.study.run import run; "
             f"run(method='baseline', profile='scratch', overrides={LONGER!r}, run_id={run_id!r}, progress=False)")
     return subprocess.Popen([sys.executable, "-c", code], env=env)
 
@@ -171,18 +171,18 @@ def _fake_resolve(amp: str, channels_last: bool):
 
 
 def test_resume_under_other_dtype_or_layout_is_refused(isolated_results, monkeypatch):
-    import fgvc.run
+    import fgvc.study.run
 
-    monkeypatch.setattr(fgvc.run.fastpath, "resolve", _fake_resolve("fp32", False))
+    monkeypatch.setattr(fgvc.study.run.fastpath, "resolve", _fake_resolve("fp32", False))
     run(method="baseline", profile="scratch", overrides=TINY, run_id="r", progress=False)
     (isolated_results / "results/runs/r/metrics.json").unlink()
     for amp, layout, named in (("bf16", False, "amp 'fp32' there, 'bf16' here"),
                                ("fp32", True, "channels_last False there, True here")):
-        monkeypatch.setattr(fgvc.run.fastpath, "resolve", _fake_resolve(amp, layout))
+        monkeypatch.setattr(fgvc.study.run.fastpath, "resolve", _fake_resolve(amp, layout))
         with pytest.raises(CheckpointMismatch, match=named):
             run(method="baseline", profile="scratch", overrides=TINY, run_id="r", progress=False)
     # another thread count resumes (recorded, not compared: see engine.RESUME_CHOICES)
-    monkeypatch.setattr(fgvc.run.fastpath, "resolve", _fake_resolve("fp32", False))
+    monkeypatch.setattr(fgvc.study.run.fastpath, "resolve", _fake_resolve("fp32", False))
     torch.set_num_threads(2)
     try:
         m = run(method="baseline", profile="scratch", overrides=TINY, run_id="r", progress=False)

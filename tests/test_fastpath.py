@@ -7,14 +7,14 @@ import warnings
 import pytest
 import torch
 
-from fgvc import fastpath
-from fgvc.config import resolve
+from fgvc.study import fastpath
+from fgvc.study.config import resolve
 from fgvc.engine import forward_loss
 from fgvc.layers.coattention import co_attend, co_attention_weights
 from fgvc.layers.erase import erase, erase_mask, normalize_map
 from fgvc.methods import create_method
 from fgvc.methods.pcanet import CenterLoss
-from fgvc.train import parse_overrides
+from fgvc.study.train import parse_overrides
 
 SPR = {"avx2", "avx512f", "avx512_bf16", "avx512_fp16"}   # native bf16 (no AMX exposed)
 SKX = {"avx2", "avx512f"}                                  # AVX512 without bf16

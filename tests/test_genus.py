@@ -11,7 +11,7 @@ from fgvc.data import synthbirds
 from fgvc.data.base import MalformedIndex
 from fgvc.data.genera import CARS_MULTIWORD_MAKES, SYNTHBIRDS_META, cars_make, cub_genus, genus_index
 from fgvc.engine import GENUS_COUNTS, evaluate, genus_counts, genus_metrics, genus_summary
-from fgvc.run import run
+from fgvc.study.run import run
 
 from fixtures import make_aircraft, make_cars, make_cub
 from tiny import TINY

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fgvc import gpu_check
+from fgvc.dev import gpu_check
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ from collections import Counter
 import pytest
 
 from fgvc import io
-from fgvc.config import config_hash, resolve
-from fgvc.grid import execute, main, plan, run_grid, run_lock
+from fgvc.study.config import config_hash, resolve
+from fgvc.study.grid import execute, main, plan, run_grid, run_lock
 from fgvc.paths import ROOT
 
 from tiny import TINY
@@ -123,7 +123,7 @@ def test_run_record_is_small_portable_and_its_log_clean(given_run):
 
 def test_named_grids_of_a_profile():
     """`grid:` as a list is the grid "study"; as a mapping, each name is a grid (--grid)."""
-    from fgvc.grid import grid_blocks
+    from fgvc.study.grid import grid_blocks
 
     assert grid_blocks({"grid": [{"seeds": [0]}]}) == [{"seeds": [0]}]
     assert grid_blocks({}) == [{}]

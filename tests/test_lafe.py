@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import fgvc.methods.base as method_base
-from fgvc.config import load_variants
+from fgvc.study.config import load_variants
 from fgvc.layers.se import ChannelSE, RegionSE
 from fgvc.methods import create_method
 from fgvc.methods.lafe import (DisConAttention, StageFusion, confusable_loss,

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from fgvc.config import list_variants, load_variants
+from fgvc.study.config import list_variants, load_variants
 from fgvc.methods import create_method, list_methods, method_class
 
 

@@ -1,6 +1,6 @@
-"""fgvc.mutation (the make mutate report): mutmut's listing parsed, names split into module and
+"""fgvc.dev.mutation (the make mutate report): mutmut's listing parsed, names split into module and
 function, every survivor explained or flagged, a killed_by entry checked against this run."""
-from fgvc import mutation
+from fgvc.dev import mutation
 
 LISTING = """\
     fgvc.layers.erase.x_erase__mutmut_1: killed

@@ -12,7 +12,7 @@ import nbformat
 import papermill as pm
 import pytest
 
-from fgvc.notebook import execute
+from fgvc.study.notebook import execute
 from fgvc.paths import NOTEBOOKS, ROOT
 
 from tiny import TINY, TINY_SYNTH
@@ -64,7 +64,7 @@ def test_kernel_logs_no_error_at_shutdown(tmp_path):
     """jupyter_client interrupts the kernel before asking it to shut down; papermill's last
     request (kernel_info) is answered before the kernel leaves its handler, so the interrupt
     can land in the handler: "KeyboardInterrupt caught in kernel". Here the kernel lingers in
-    that handler for a second, so that plain papermill always shows it; fgvc.notebook's kernel
+    that handler for a second, so that plain papermill always shows it; fgvc.study.notebook's kernel
     manager does not interrupt at shutdown, and uses IPC, so ipykernel has no TCP warning."""
     nb = nbformat.v4.new_notebook()
     nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -84,7 +84,7 @@ def test_kernel_logs_no_error_at_shutdown(tmp_path):
                            capture_output=True, text=True)
     assert "KeyboardInterrupt caught in kernel" in plain.stderr, \
         "the reproduction no longer reproduces: is QuietKernelManager still needed?"
-    ours = subprocess.run([sys.executable, "-m", "fgvc.notebook", str(tmp_path / "linger.ipynb"),
+    ours = subprocess.run([sys.executable, "-m", "fgvc.study.notebook", str(tmp_path / "linger.ipynb"),
                            str(tmp_path / "b.ipynb")], capture_output=True, text=True)
     assert ours.returncode == 0, ours.stderr
     assert "ERROR" not in ours.stderr and "WARNING" not in ours.stderr, ours.stderr

@@ -2,9 +2,9 @@
 method on the CPU, so the configuration users run on GPUs is known to work."""
 import pytest
 
-from fgvc.config import load_profile, resolve
+from fgvc.study.config import load_profile, resolve
 from fgvc.methods import list_methods
-from fgvc.run import run
+from fgvc.study.run import run
 
 from tiny import TINY, TINY_SYNTH
 

@@ -291,7 +291,7 @@ def test_model_loss_is_eq6_and_centres_update_in_training_only():
 
 
 def test_paper_text_variant_is_the_literal_reading():
-    from fgvc.config import load_variants
+    from fgvc.study.config import load_variants
 
     spec = load_variants("pcanet")["paper_text"]
     assert spec["paper"] == {}

@@ -87,9 +87,9 @@ def test_a_dropped_in_method_file_is_everywhere(tmp_path):
         import fgvc
         assert fgvc.__file__.startswith({str(root)!r}), fgvc.__file__
         from fgvc.methods import create_method, list_methods
-        from fgvc.config import resolve
-        from fgvc.grid import main, plan
-        from fgvc.results import accuracy_table
+        from fgvc.study.config import resolve
+        from fgvc.study.grid import main, plan
+        from fgvc.study.results import accuracy_table
 
         assert "toy" in list_methods() and "baseline" in list_methods(), list_methods()
         cfg = resolve("toy", "full", profile="scratch", seed=1, overrides={{"model.scale": 2.0}})

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fgvc import io
-from fgvc.run import run
+from fgvc.study.run import run
 
 from tiny import TINY
 
@@ -58,7 +58,7 @@ def test_only_best_and_last_checkpoints_are_kept(isolated_results):
 def test_two_grids_on_one_results_folder_run_each_run_once(isolated_results):
     sets = ["--set=train.epochs=1", "--set=train.max_steps=2", "--set=train.batch_size=8",
             '--set=data.synth={"n_genera":2,"species_per_genus":2,"train_per_class":12,"test_per_class":4}']
-    cmd = [sys.executable, "-m", "fgvc.grid", "--methods", "baseline", "--seeds", "0,1",
+    cmd = [sys.executable, "-m", "fgvc.study.grid", "--methods", "baseline", "--seeds", "0,1",
            "--workers", "1", *sets]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=dict(os.environ))
              for _ in range(2)]

@@ -5,7 +5,7 @@ import sys
 
 import pandas as pd
 
-from fgvc import reproduce as rp
+from fgvc.study import reproduce as rp
 from fgvc.paths import ROOT
 
 from tiny import TINY
@@ -51,7 +51,7 @@ def test_a_clone_reproduces_its_committed_runs_exactly_and_touches_nothing_commi
     committed, root = tmp_path / "results", tmp_path / "repro"
     monkeypatch.setenv("FGVC_RESULTS", str(committed))
     monkeypatch.setenv("FGVC_CHECKPOINTS", str(tmp_path / "ckpt"))
-    cmd = [sys.executable, "-m", "fgvc.grid", "--profile", "scratch", "--methods", "baseline",
+    cmd = [sys.executable, "-m", "fgvc.study.grid", "--profile", "scratch", "--methods", "baseline",
            "--variants", "full", "--seeds", "0", "--workers", "1", "--threads", "1"]
     for k, v in OVER.items():
         cmd += ["--set", f"{k}={json.dumps(v)}"]

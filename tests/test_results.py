@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-import fgvc.results as results
-from fgvc.results import (accuracy_markdown, arm_table, claims_markdown, claims_table,
+import fgvc.study.results as results
+from fgvc.study.results import (accuracy_markdown, arm_table, claims_markdown, claims_table,
                           load_failures, load_histories, load_runs, paper_baseline)
 
 VARIANTS = {
@@ -247,7 +247,7 @@ def _overlaps(boxes):
 
 
 def test_cost_accuracy_labels_do_not_overlap():
-    from fgvc.figures import cost_accuracy
+    from fgvc.study.figures import cost_accuracy
 
     rng = np.random.default_rng(0)
     pts = pd.DataFrame({"method": ["baseline"] + ["alpha"] * 5 + ["beta"] * 5,
@@ -267,7 +267,7 @@ def test_cost_accuracy_labels_do_not_overlap():
 
 
 def test_learning_curves_val_and_paper_protocol(fake):
-    from fgvc.figures import learning_curves
+    from fgvc.study.figures import learning_curves
 
     hist = load_histories(load_runs(fake), fake)
     val = hist[(hist["protocol"] == "val") & (hist["variant"] == "full")]

@@ -7,9 +7,11 @@ import sys
 
 import pytest
 
-from fgvc import io, slurm
-from fgvc import grid
-from fgvc.grid import plan, run_grid
+from fgvc import io
+
+from fgvc.study import slurm
+from fgvc.study import grid
+from fgvc.study.grid import plan, run_grid
 
 TINY_SYNTH = {"n_genera": 2, "species_per_genus": 2, "train_per_class": 12, "test_per_class": 4}
 TINY = {"train.epochs": 1, "train.max_steps": 2, "train.batch_size": 8, "data.synth": TINY_SYNTH}
@@ -25,14 +27,14 @@ def env(tmp_path, monkeypatch):
 
 
 def _in_process_execute(cfg, threads=None, log=None):
-    """Stand-in for fgvc.grid.execute (papermill) in the debug executor: the same run, in-process."""
-    from fgvc.run import run
+    """Stand-in for fgvc.study.grid.execute (papermill) in the debug executor: the same run, in-process."""
+    from fgvc.study.run import run
 
     run(cfg, progress=False)
 
 
 def _hooks():
-    """What the grid hands its Slurm backend (looked up now: tests monkeypatch fgvc.grid.execute)."""
+    """What the grid hands its Slurm backend (looked up now: tests monkeypatch fgvc.study.grid.execute)."""
     return {"execute": grid.execute, "run_lock": grid.run_lock, "write_failures": grid.write_failures}
 
 
@@ -56,14 +58,14 @@ def test_executor_parameters(env):
 def test_train_command():
     cfg = plan("scratch", methods=["baseline"], seeds=[3], overrides={"train.epochs": 1})[0].config()
     cmd = slurm.train_command(cfg)
-    assert cmd[:3] == [sys.executable, "-m", "fgvc.train"]
+    assert cmd[:3] == [sys.executable, "-m", "fgvc.study.train"]
     assert json.loads(cmd[cmd.index("--config") + 1]) == cfg  # the planned config, as given
     ddp = slurm.train_command(cfg, nproc=4)
     assert ddp[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc-per-node=4" in ddp
 
 
 def test_debug_executor_runs_grid_records_failures_and_skips_on_rerun(env, monkeypatch):
-    monkeypatch.setattr("fgvc.grid.execute", _in_process_execute)
+    monkeypatch.setattr("fgvc.study.grid.execute", _in_process_execute)
     monkeypatch.setenv("FGVC_SLURM", json.dumps({"cluster": "debug", "gpus_per_node": 0}))
     # 'cub' has no data here: that job fails; the synthbirds job runs.
     specs = plan("scratch", methods=["baseline"], datasets=["synthbirds", "cub"], seeds=[0],
@@ -83,7 +85,7 @@ def test_debug_executor_runs_grid_records_failures_and_skips_on_rerun(env, monke
 
 
 def test_no_wait_submits_and_returns(env, monkeypatch):
-    monkeypatch.setattr("fgvc.grid.execute", _in_process_execute)
+    monkeypatch.setattr("fgvc.study.grid.execute", _in_process_execute)
     specs = plan("scratch", methods=["baseline"], seeds=[0], overrides=TINY)
     out = _io.StringIO()
     result = slurm.submit_grid([s.config() for s in specs], {"done": [], "skipped": [], "failed": {},
@@ -118,7 +120,7 @@ def test_slurm_backend_imports_nothing_of_the_grid():
     tree = ast.parse(Path(slurm.__file__).read_text())
     names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert not {"grid", "fgvc.grid"} & names
+    assert not {"grid", "fgvc.study.grid"} & names
 
 
 def test_notebook_launcher_without_execute_is_an_error(env):

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from fgvc.stats import paired_difference, t_interval
+from fgvc.study.stats import paired_difference, t_interval
 
 T_975_2 = 4.302652729911275  # t quantile, 2 degrees of freedom (tables)
 

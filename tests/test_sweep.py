@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import pytest
 
-from fgvc import sweep
+from fgvc.study import sweep
 
 
 def _table(rows):
@@ -44,7 +44,7 @@ def test_report_reads_records_and_never_the_test_split(tmp_path, monkeypatch):
 @pytest.mark.parametrize("method", ["baseline", "ma_ea", "lafe", "pcanet", "focus"])
 def test_profile_lr_is_the_committed_sweep_choice(method):
     """The default profile's per-method lr equals the choice from the committed sweep records."""
-    from fgvc.config import resolve
+    from fgvc.study.config import resolve
     from fgvc.methods import list_methods
     from fgvc.paths import ROOT
     chosen = ROOT / "results" / "sweep" / "chosen.csv"

@@ -199,7 +199,7 @@ def test_cub_loader_reads_it_unchanged(tiny):
 @pytest.mark.slow
 def test_default_size_generates_every_image(tmp_path):
     """The default set is complete. Its CPU time is printed for the log; the speed goal is the
-    benchmark's (fgvc.bench, data section), not a timed test."""
+    benchmark's (fgvc.dev.bench, data section), not a timed test."""
     t, c = time.perf_counter(), time.process_time()
     root = sb.generate(tmp_path / "default")
     wall, cpu = time.perf_counter() - t, time.process_time() - c

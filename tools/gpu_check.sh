@@ -9,4 +9,4 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PYTHONPATH="$root/lib${PYTHONPATH:+:$PYTHONPATH}"
 cd "$root"
-exec "${PYTHON:-python3}" -m fgvc.gpu_check "$@"
+exec "${PYTHON:-python3}" -m fgvc.dev.gpu_check "$@"

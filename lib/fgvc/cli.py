@@ -1,4 +1,4 @@
-"""How the command lines (python -m fgvc.train / fgvc.grid / fgvc.data) end on a user error.
+"""How the command lines (python -m fgvc.study.train / fgvc.study.grid / fgvc.data) end on a user error.
 
 A user-facing error (a bad parameter, an unknown method or variant, a missing or broken data
 root, unreadable images, a missing file) prints one line, ``error: <cause>``, and exits with
@@ -12,9 +12,13 @@ import os
 import sys
 from typing import Callable
 
-from .data.base import CorruptImagesError
 
-USER_ERRORS = (ValueError, TypeError, OSError, CorruptImagesError)
+
+class UserError(Exception):
+    """An error the user can fix (e.g. unreadable images in a dataset): one line, no traceback."""
+
+
+USER_ERRORS = (ValueError, TypeError, OSError, UserError)
 
 
 def one_line(error: BaseException, keep: int = 8) -> str:

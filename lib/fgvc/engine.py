@@ -4,7 +4,7 @@ Determinism: each epoch reseeds every generator from (seed, epoch), so a run res
 the checkpoint of epoch e draws exactly what an uninterrupted run draws in epoch e+1; on
 the CPU two runs with one seed give identical metrics.
 
-Precision and layout come resolved (fgvc.run.resolve_machine, fgvc.fastpath): `amp` is
+Precision and layout come resolved (fgvc.study.run.resolve_machine, fgvc.study.fastpath): `amp` is
 "fp32", "fp16" or "bf16" and `channels_last` a bool. Under amp only the forward runs in
 autocast; the loss is computed outside it on the outputs cast to float32 (:func:`forward_loss`),
 and weights, gradients, optimizer state and checkpoints stay float32. A GradScaler is used
@@ -32,7 +32,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .io import torch_save
+from fgvc.io import torch_save
 
 
 def tqdm(iterable, **kwargs):
@@ -105,7 +105,7 @@ def strip_wrapper_prefixes(state: dict) -> dict:
 
 def load_model_state(model: nn.Module, state: dict) -> nn.Module:
     """Load a saved state_dict (plain, or with wrapper prefixes) into the plain module of
-    `model`; used for the final evaluation (fgvc.run), resume (:func:`fit`) and Grad-CAM
+    `model`; used for the final evaluation (fgvc.study.run), resume (:func:`fit`) and Grad-CAM
     (fgvc.cam). Returns the plain module."""
     core = unwrap(model)
     core.load_state_dict(strip_wrapper_prefixes(state))
@@ -166,7 +166,7 @@ def amp_name(amp: str | bool) -> str:
         return "fp16" if amp else "fp32"
     if amp not in AMP_DTYPES:
         raise ValueError(f"amp {amp!r} is not resolved; valid: {list(AMP_DTYPES)} "
-                         "(fgvc.run.resolve_machine resolves train.amp)")
+                         "(fgvc.study.run.resolve_machine resolves train.amp)")
     return amp
 
 
@@ -175,7 +175,7 @@ def autocast(device: torch.device | str, amp: str | bool):
     amp = amp_name(amp)
     if amp == "fp32":
         return contextlib.nullcontext()
-    with warnings.catch_warnings():  # support warnings: fgvc.run.resolve_machine gives its own
+    with warnings.catch_warnings():  # support warnings: fgvc.study.run.resolve_machine gives its own
         warnings.simplefilter("ignore")
         return torch.autocast(device_type=torch.device(device).type, dtype=AMP_DTYPES[amp])
 
@@ -428,7 +428,7 @@ def fit(model: nn.Module, train_loader_fn: Callable[[int], Iterable], val_loader
 
     `train_loader_fn(epoch)` returns the loader of that epoch (seeded from it). Resumes from
     `ckpt_dir/last.pt` when present and written under the same config and the same resolved
-    `amp` and `channels_last` (fgvc.run.resolve_machine). Keeps `last.pt` and `best.pt`
+    `amp` and `channels_last` (fgvc.study.run.resolve_machine). Keeps `last.pt` and `best.pt`
     (model of the best val top-1); both record the choices (:func:`precision_choices`).
     """
     rank, _ = dist_info()

@@ -14,16 +14,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .aircraft import load_aircraft
-from .base import (BadImage, CorruptImagesError, DatasetNotFound, ImageDataset, MalformedIndex, Sample, Split,
+from fgvc.data.aircraft import load_aircraft
+from fgvc.data.base import (BadImage, CorruptImagesError, DatasetNotFound, ImageDataset, MalformedIndex, Sample, Split,
                    load_rgb, scan_images)
-from .cars import load_cars
-from .cub import load_cub
-from .genera import CARS_MULTIWORD_MAKES, aircraft_families, cars_make, cub_genus, genus_index, synthbirds_genera
-from .registry import DATASETS, default_root, load_split, load_synthbirds, synthbirds_root
-from .samplers import PairedBatchSampler
-from .splits import stratified_split
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms, denormalize
+from fgvc.data.cars import load_cars
+from fgvc.data.cub import load_cub
+from fgvc.data.genera import CARS_MULTIWORD_MAKES, aircraft_families, cars_make, cub_genus, genus_index, synthbirds_genera
+from fgvc.data.registry import DATASETS, default_root, load_split, load_synthbirds, synthbirds_root
+from fgvc.data.samplers import PairedBatchSampler
+from fgvc.data.splits import stratified_split
+from fgvc.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms, denormalize
 
 
 @dataclass
@@ -72,7 +72,7 @@ def build_data(name: str, root: str | os.PathLike | None = None, *, resize: int,
     # --- prepared-image cache (fgvc.data.prepare) -----------------------------------------
     from fgvc.paths import resolve as _resolve_path
 
-    from .prepare import CachedImageDataset, find_cache
+    from fgvc.data.prepare import CachedImageDataset, find_cache
 
     data_root = _resolve_path(root) if root is not None else (
         synthbirds_root(synth) if name == "synthbirds" else default_root(name))

@@ -18,10 +18,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli import one_line
-from . import DATASETS, default_root, synthbirds_root
-from .base import DatasetNotFound
-from .download import ChecksumMismatch, check, download
+from fgvc.cli import one_line
+from fgvc.data import DATASETS, default_root, synthbirds_root
+from fgvc.data.base import DatasetNotFound
+from fgvc.data.download import ChecksumMismatch, check, download
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,12 +65,12 @@ def main(argv: list[str] | None = None) -> int:
             print(report)
             return 0 if report.ok else 1
         if args.command == "prepare":
-            from .prepare import prepare
+            from fgvc.data.prepare import prepare
 
             out = prepare(args.name, args.size, root, out=args.out, workers=args.workers)
             print(f"prepared cache ready at {out}")
             return 0
-        from . import synthbirds
+        from fgvc.data import synthbirds
 
         print(f"SynthBirds (seed {args.seed}) ready at {synthbirds.ensure(root, seed=args.seed)}")
         return 0
@@ -80,6 +80,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from ..cli import run as run_cli
+    from fgvc.cli import run as run_cli
 
     sys.exit(run_cli(main))

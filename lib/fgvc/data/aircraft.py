@@ -22,8 +22,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .base import DatasetNotFound, MalformedIndex, Sample, Split, read_rows, require_file, xyxy1_to_xywh
-from .genera import aircraft_families
+from fgvc.data.base import DatasetNotFound, MalformedIndex, Sample, Split, read_rows, require_file, xyxy1_to_xywh
+from fgvc.data.genera import aircraft_families
 
 NAME = "FGVC-Aircraft"
 BANNER_PX = 20

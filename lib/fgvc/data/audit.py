@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from PIL import Image
 
-from .base import Split, load_rgb
+from fgvc.data.base import Split, load_rgb
 
 
 def class_counts(split: Split) -> pd.DataFrame:

@@ -18,6 +18,8 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import to_tensor
 
+from fgvc.cli import UserError
+
 Box = tuple[float, float, float, float]
 Parts = tuple[tuple[float, float, int], ...]
 
@@ -39,7 +41,7 @@ class BadImage(Exception):
         super().__init__(f"{self.path}: {reason}")
 
 
-class CorruptImagesError(RuntimeError):
+class CorruptImagesError(UserError, RuntimeError):
     """Some images of a dataset cannot be decoded; `.bad` lists ``(path, reason)`` for each."""
 
     def __init__(self, bad: Sequence[tuple[str, str]], hint: str = ""):

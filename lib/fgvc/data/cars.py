@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from .base import DatasetNotFound, MalformedIndex, Sample, Split, xyxy1_to_xywh
-from .genera import cars_make
+from fgvc.data.base import DatasetNotFound, MalformedIndex, Sample, Split, xyxy1_to_xywh
+from fgvc.data.genera import cars_make
 
 NAME = "Stanford Cars"
 TEST_ANNOS = "cars_test_annos_withlabels.mat"

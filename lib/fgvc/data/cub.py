@@ -24,8 +24,8 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from .base import DatasetNotFound, MalformedIndex, Sample, Split, read_rows, require_file
-from .genera import cub_genus, synthbirds_genera
+from fgvc.data.base import DatasetNotFound, MalformedIndex, Sample, Split, read_rows, require_file
+from fgvc.data.genera import cub_genus, synthbirds_genera
 
 NAME = "CUB-200-2011"
 HOW_TO_GET = ("Get it with `python -m fgvc.data download cub --root R` (the Caltech archive "

@@ -22,7 +22,7 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
-from .base import DatasetNotFound, Split, scan_images
+from fgvc.data.base import DatasetNotFound, Split, scan_images
 
 MANIFEST_PATH = Path(__file__).with_name("manifest.json")
 CHUNK = 1 << 20
@@ -118,7 +118,7 @@ def download(name: str, root: str | os.PathLike | None = None, *, manifest: dict
     bad file and raises :class:`ChecksumMismatch`. For Stanford Cars (no public source) it
     raises :class:`DatasetNotFound` with placement instructions unless the files are there.
     """
-    from . import default_root  # lazy: fgvc.data imports this module's users
+    from fgvc.data import default_root  # lazy: fgvc.data imports this module's users
 
     manifest = manifest or load_manifest()
     if name not in manifest or name.startswith("_"):
@@ -126,7 +126,7 @@ def download(name: str, root: str | os.PathLike | None = None, *, manifest: dict
     info = manifest[name]
     root = Path(root).expanduser() if root is not None else default_root(name)
     if name == "cars":
-        from .cars import instructions, missing_files
+        from fgvc.data.cars import instructions, missing_files
 
         if missing_files(root):
             raise DatasetNotFound(instructions(root))
@@ -196,7 +196,7 @@ def check(name: str, root: str | os.PathLike | None = None, *, scan: bool = Fals
     With ``scan=True`` every image is also decoded once and each bad one is a problem.
     A missing dataset is reported as a problem carrying the DatasetNotFound message.
     """
-    from . import DATASETS, default_root, synthbirds_root
+    from fgvc.data import DATASETS, default_root, synthbirds_root
 
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
@@ -226,7 +226,7 @@ def check(name: str, root: str | os.PathLike | None = None, *, scan: bool = Fals
 
 def _load_existing_synthbirds(root: Path) -> Split:
     """`check synthbirds` inspects what is on disk; it never generates."""
-    from .cub import load_cub
+    from fgvc.data.cub import load_cub
 
     try:
         return load_cub(root)
@@ -236,7 +236,7 @@ def _load_existing_synthbirds(root: Path) -> Split:
 
 
 def _check_cars_label_file(root: Path, manifest: dict) -> list[str]:
-    from .cars import TEST_ANNOS, _base, _test_annos
+    from fgvc.data.cars import TEST_ANNOS, _base, _test_annos
 
     path = _test_annos(_base(root))
     entry = next((a for a in manifest["cars"]["archives"] if a["filename"] == TEST_ANNOS), None)

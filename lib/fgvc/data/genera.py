@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from .base import MalformedIndex, genus_index, read_rows
+from fgvc.data.base import MalformedIndex, genus_index, read_rows
 
 __all__ = ["CARS_MULTIWORD_MAKES", "SYNTHBIRDS_META", "aircraft_families", "cars_make", "cub_genus", "genus_index",
            "synthbirds_genera"]

@@ -38,8 +38,8 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from .base import BadImage, ImageDataset, Sample, load_rgb
-from .registry import default_root, load_split, synthbirds_root
+from fgvc.data.base import BadImage, ImageDataset, Sample, load_rgb
+from fgvc.data.registry import default_root, load_split, synthbirds_root
 
 VERSION = 1
 INDEX, ARRAY = "index.json", "images.npy"

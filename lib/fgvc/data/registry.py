@@ -11,15 +11,15 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from .aircraft import load_aircraft
-from .base import Split
-from .cars import load_cars
-from .cub import load_cub
+from fgvc.data.aircraft import load_aircraft
+from fgvc.data.base import Split
+from fgvc.data.cars import load_cars
+from fgvc.data.cub import load_cub
 
 
 def load_synthbirds(root: str | os.PathLike, seed: int = 0, **size_kwargs) -> Split:
     """Generate SynthBirds in CUB layout under `root` if absent, then read it with :func:`load_cub`."""
-    from . import synthbirds  # lazy: written in parallel, and generation needs nothing else from here
+    from fgvc.data import synthbirds  # lazy: written in parallel, and generation needs nothing else from here
 
     return load_cub(synthbirds.ensure(root, seed=seed, **size_kwargs))
 
@@ -67,7 +67,7 @@ def synthbirds_root(synth: dict | None = None) -> Path:
     import hashlib
     import json
 
-    from . import synthbirds
+    from fgvc.data import synthbirds
 
     synth = dict(synth or {})
     sp = synthbirds.spec(**synth)

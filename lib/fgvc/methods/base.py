@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import Backbone, build_backbone
+from fgvc.models import Backbone, build_backbone
 
 
 @dataclass

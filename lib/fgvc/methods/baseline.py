@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import Method, MethodConfig
-from .registry import register
+from fgvc.methods.base import Method, MethodConfig
+from fgvc.methods.registry import register
 
 
 @dataclass

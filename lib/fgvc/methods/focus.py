@@ -73,10 +73,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.regions import (class_activation_map, crop_and_zoom, nms_topk, smooth,
+from fgvc.layers.regions import (class_activation_map, crop_and_zoom, nms_topk, smooth,
                               upsample_to, window_boxes, window_scores)
-from .base import Method, MethodConfig
-from .registry import register
+from fgvc.methods.base import Method, MethodConfig
+from fgvc.methods.registry import register
 
 
 @dataclass

@@ -100,9 +100,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.se import GATES, ChannelSE, RegionSE
-from .base import Method, MethodConfig
-from .registry import register
+from fgvc.layers.se import GATES, ChannelSE, RegionSE
+from fgvc.methods.base import Method, MethodConfig
+from fgvc.methods.registry import register
 
 FINALS = ("sum", "fused")
 CON_HEADS = ("classifier", "fc")

@@ -38,7 +38,7 @@ with the default; none favours the other reading, so every default stands).
   add about 18.5 G: the paper's test time has no second full pass. "mean" (the average of
   both passes' logits; erases at test too, so eval costs two passes) is kept as a setting.
   Measured on the study's own weights (transfer profile, `full`, seeds 0-2, each best
-  checkpoint evaluated both ways; tools/ma_ea_test_logits.py): "mean" minus "first" is
+  checkpoint evaluated both ways; fgvc.study.ma_ea_test_logits): "mean" minus "first" is
   -1.4 val points (95 % CI -7.7 to +4.9) and -0.8 test points (-1.6 to -0.1). The measurement
   does not favour the other reading, so the default stands.
 - The map EA erases from (`ea_map`, default "attended" = F' = F * M_s * M_c). Eq. 18,
@@ -50,7 +50,7 @@ with the default; none favours the other reading, so every default stands).
   symbol and the prose both name the MA module's output F' of eqs. 3-4, without the residual
   F. Kept: "output" = F_out = F + F' (the final feature map of the block; this study's
   earlier default) and "aspp" = eq. 9's F'. With use_ma=False every reading is the plain
-  output of that stage. Measured (tools/readings.py, results/readings/): "output" minus
+  output of that stage. Measured (fgvc.study.readings, results/readings/): "output" minus
   "attended" is -0.8 val points (95 % CI -20.6 to +18.9) and +1.4 test points (-22.0 to +24.8).
 - The spatial gate (`spatial_bn`, `spatial_relu`, both default False): eqs. 10-11 are
   M_s = Sigmoid(Conv7x7(F')), and the first paragraph of sec. 3.2.1 agrees ("A 7x7
@@ -60,7 +60,7 @@ with the default; none favours the other reading, so every default stands).
   between 0 and 1", which a ReLU would not (sigmoid(ReLU(z)) >= 0.5). The text is not
   unambiguous, so the equations decide: no BN (the 7x7 conv then has a bias) and no ReLU.
   `spatial_bn=True, spatial_relu=True` is the prose's reading (this study's earlier
-  default). Measured (tools/readings.py, results/readings/): prose minus equations is -2.8
+  default). Measured (fgvc.study.readings, results/readings/): prose minus equations is -2.8
   val points (95 % CI -15.4 to +9.9) and +1.3 test points (-23.8 to +26.4).
 
 Other choices where the paper is unclear (Config field; default; alternatives):
@@ -80,8 +80,9 @@ Other choices where the paper is unclear (Config field; default; alternatives):
   The map comes from the last MA block (the last of `ma_stages`).
 - Eq. 21 is garbled; we use the text's intent: the sum of both passes' cross-entropies.
 
-`complexity()` counts parameters and MACs of the paper's Table 4 rows with our modules
-(tests/test_ma_ea.py prints them beside the paper's numbers and explains the gaps).
+The study's complexity table (`fgvc.study.complexity`) counts parameters and MACs of the
+paper's Table 4 rows with our modules (tests/test_ma_ea.py prints them beside the paper's
+numbers and explains the gaps).
 """
 from __future__ import annotations
 
@@ -91,11 +92,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.erase import erase
-from ..layers.hybrid import HybridAttention, MultiScaleMaxPool
-from ..models.backbones import replace_stem_pool
-from .base import Method, MethodConfig
-from .registry import register
+from fgvc.layers.erase import erase
+from fgvc.layers.hybrid import HybridAttention, MultiScaleMaxPool
+from fgvc.models.backbones import replace_stem_pool
+from fgvc.methods.base import Method, MethodConfig
+from fgvc.methods.registry import register
 
 EA_MAPS = ("attended", "output", "aspp")
 
@@ -196,41 +197,3 @@ class MaEa(Method):
             parts["ce_erased"] = ce_erased.detach()
             ce = ce + ce_erased
         return ce, parts
-
-
-# The paper's Table 4 (448 px, RTX 3090): its "FLOPs" are MACs.
-PAPER_TABLE4 = {"ResNet-50": {"params_M": 22.4, "GMACs": 16.5, "ms": 26.4},
-                "+MA": {"params_M": 24.6, "GMACs": 18.5, "ms": 33.1},
-                "+MA+EA": {"params_M": 25.8, "GMACs": 19.8, "ms": 35.6}}
-TABLE4_VARIANTS = {"ResNet-50": dict(use_pool=False, use_ma=False, use_ea=False),
-                   "+MA": dict(use_pool=True, use_ma=True, use_ea=False),
-                   "+MA+EA": dict(use_pool=True, use_ma=True, use_ea=True)}
-
-
-def complexity(backbone: str = "resnet50", input_size: int = 448, num_classes: int = 200,
-               **cfg) -> dict[str, dict[str, float]]:  # pragma: no mutate block
-    """Parameters (M) and GMACs (FLOPs / 2, torch.utils.flop_counter) of Table 4's rows.
-
-    Rows: ResNet-50 (variant `resnet`), +MA (`pool_ma`: the pool has no parameters and no
-    counted MACs) and +MA+EA (`full`). `GMACs` is one eval-mode forward of one image (the
-    test-time cost); `train_GMACs` one training-mode forward, which for +MA+EA includes the
-    second pass of the erased image. Built on the meta device: shapes only, no compute.
-    Counted by the study's cost model, fgvc.cost.
-    """
-    from ..cost import count_flops, count_params
-    from .registry import create_method
-
-    rows = {}
-    for row, switches in TABLE4_VARIANTS.items():
-        with torch.device("meta"):
-            model = create_method("ma_ea", num_classes, backbone=backbone, weights="none",
-                                  input_size=input_size, **{**cfg, **switches})
-            x = torch.empty(1, 3, input_size, input_size)
-        macs = {}
-        for mode in ("eval", "train"):
-            model.train(mode == "train")
-            with torch.no_grad():
-                macs[mode] = count_flops(model, x) / 2e9
-        rows[row] = {"params_M": count_params(model) / 1e6,
-                     "GMACs": macs["eval"], "train_GMACs": macs["train"]}
-    return rows

@@ -86,10 +86,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.coattention import co_attend
-from ..layers.erase import erase
-from .base import Method, MethodConfig
-from .registry import register
+from fgvc.layers.coattention import co_attend
+from fgvc.layers.erase import erase
+from fgvc.methods.base import Method, MethodConfig
+from fgvc.methods.registry import register
 
 AE_MAPS = ("max_channel", "max_over_channels")
 POOLINGS = ("bap", "gap")

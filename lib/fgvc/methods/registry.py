@@ -6,7 +6,7 @@ import pkgutil
 from dataclasses import fields
 from pathlib import Path
 
-from .base import Method, config_fields
+from fgvc.methods.base import Method, config_fields
 
 _METHODS: dict[str, type[Method]] = {}
 # Modules of this package that are not methods; every other public module is one method

@@ -1,3 +1,3 @@
-from .backbones import BACKBONES, Backbone, build_backbone
+from fgvc.models.backbones import BACKBONES, Backbone, build_backbone
 
 __all__ = ["BACKBONES", "Backbone", "build_backbone"]

@@ -19,12 +19,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from .results import DATASET_NAMES, METHOD_ORDER, PROTOCOLS  # noqa: E402,F401
+from fgvc.study.results import DATASET_NAMES, METHOD_ORDER, PROTOCOLS  # noqa: E402,F401
 
 
 def save(fig, path) -> None:
     """Write `fig` as PNG to `path` atomically (the folder is created)."""
-    from .io import atomic_path
+    from fgvc.io import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
@@ -49,7 +49,7 @@ def gallery(images: torch.Tensor, labels: Sequence[int], columns: Sequence[dict]
     """
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
-    from .data import denormalize
+    from fgvc.data import denormalize
 
     n, k = len(images), len(columns)
     rgb = denormalize(images.detach().cpu()).permute(0, 2, 3, 1).numpy()  # (N, H, W, 3)
@@ -116,7 +116,7 @@ def _main_group(t: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
 def ablation_chart(table: pd.DataFrame, method: str, dataset: str):
     """A method's ablation rows on one dataset: our mean ± std over seeds beside the paper's.
 
-    `table` is `fgvc.results.ablation_table(runs, method)` (`full` first, then the variants
+    `table` is `fgvc.study.results.ablation_table(runs, method)` (`full` first, then the variants
     file's order; `paper` holds the paper's number for the dataset, CUB's on SynthBirds). With
     several protocols or override sets, the chart shows protocol "val" without overrides
     (else the first) and its title says which.
@@ -250,7 +250,7 @@ def cost_accuracy(points: pd.DataFrame, title: str = ""):
 
 def learning_curves(history: pd.DataFrame, title: str = ""):
     """Train loss and val top-1 by epoch of each method in `history` (one dataset, profile,
-    protocol and variant: `fgvc.results.load_histories` rows): the line is the mean over seeds,
+    protocol and variant: `fgvc.study.results.load_histories` rows): the line is the mean over seeds,
     the band their min-max. Without val columns (protocol "paper": no held-out split) the
     right panel shows train top-1 and says so."""
     has_val = "val_top1" in history and history["val_top1"].notna().any()

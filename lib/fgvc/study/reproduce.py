@@ -1,6 +1,6 @@
 """Reproduce the committed study: retrain every run into a separate root and compare.
 
-    python -m fgvc.reproduce [--profile transfer] [--grid study] [--root reproduction]
+    python -m fgvc.study.reproduce [--profile transfer] [--grid study] [--root reproduction]
 
 What `make study` does on a clone: every run of the profile's grid is retrained into the
 git-ignored folder `reproduction/` (records in runs/, checkpoints in checkpoints/; resumable,
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import io
-from .grid import plan
-from .paths import ROOT, results_dir
+from fgvc import io
+from fgvc.study.grid import plan
+from fgvc.paths import ROOT, results_dir
 
 # Test top-1 points a rerun on another CPU (kind or model) / library stack may differ by.
 # Measured on single transfer runs (test top-1, seed 0): AVX-512 + bf16 Xeon -> AVX2 EPYC
@@ -113,14 +113,14 @@ def reproduce(profile: str = "transfer", grid: str = "study", root: Path = DEFAU
               committed: Path | None = None, report: bool = True, overrides: dict | None = None,
               **narrow) -> pd.DataFrame:
     """Retrain the grid into `root`, compare with `committed` (results/), write the report.
-    `overrides` and `narrow` (methods, variants, seeds) narrow the grid, as in fgvc.grid."""
-    from .results import claims_table, load_failures, load_runs
+    `overrides` and `narrow` (methods, variants, seeds) narrow the grid, as in fgvc.study.grid."""
+    from fgvc.study.results import claims_table, load_failures, load_runs
 
     committed = committed or results_dir()
     root = Path(root)
     specs = plan(profile, grid=grid, overrides=overrides, **narrow)
     start = time.time()
-    args = [sys.executable, "-m", "fgvc.grid", "--profile", profile, "--grid", grid]
+    args = [sys.executable, "-m", "fgvc.study.grid", "--profile", profile, "--grid", grid]
     for key, flag in (("methods", "--methods"), ("variants", "--variants"), ("seeds", "--seeds")):
         if narrow.get(key):
             args += [flag, ",".join(map(str, narrow[key]))]
@@ -148,7 +148,7 @@ def reproduce(profile: str = "transfer", grid: str = "study", root: Path = DEFAU
     io.write_text(root / "reproduction.csv", table.to_csv(index=False))
     io.write_text(root / "reproduction.md", markdown(table, changed, line, minutes))
     if report:
-        subprocess.call([sys.executable, "-m", "fgvc.report", "--profile", profile],
+        subprocess.call([sys.executable, "-m", "fgvc.study.report", "--profile", profile],
                         env=_env(root), cwd=ROOT)
     print(line, flush=True)
     if rc:
@@ -157,7 +157,7 @@ def reproduce(profile: str = "transfer", grid: str = "study", root: Path = DEFAU
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fgvc.reproduce", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m fgvc.study.reproduce", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="transfer")
     p.add_argument("--grid", default="study")
@@ -174,5 +174,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from .cli import run as run_cli
+    from fgvc.cli import run as run_cli
     sys.exit(run_cli(main))

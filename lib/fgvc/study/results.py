@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import load_variants
-from .paths import CONFIGS, results_dir
-from .stats import paired_difference, t_interval
+from fgvc.study.config import load_variants
+from fgvc.paths import CONFIGS, results_dir
+from fgvc.study.stats import paired_difference, t_interval
 
 DATASET_NAMES = {"synthbirds": "SynthBirds", "cub": "CUB-200-2011", "cars": "Stanford Cars",
                  "aircraft": "FGVC-Aircraft"}

@@ -5,10 +5,10 @@ run is complete, `metrics.json`; checkpoints go to `checkpoints_dir()/<run_id>/`
 `metrics.json` exists is complete and is not run again; a run restarted with the same run id
 resumes from its last checkpoint.
 
-The configuration comes resolved (fgvc.config.resolve) and is used as given; only the choices
+The configuration comes resolved (fgvc.study.config.resolve) and is used as given; only the choices
 that depend on the machine the run executes on are made here, by :func:`resolve_machine`, and
 recorded under their own key, `machine`, in config.json and metrics.json (outside the config
-hash): the device, the amp dtype and memory layout (fgvc.fastpath: train.amp and
+hash): the device, the amp dtype and memory layout (fgvc.study.fastpath: train.amp and
 train.channels_last "auto" become what this device and CPU run fastest, from a measured
 table), and the torch thread count. The engine trains and evaluates with exactly these, and
 refuses to resume a checkpoint made under another dtype or layout.
@@ -27,13 +27,13 @@ import pandas as pd
 import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
-from . import io
-from . import fastpath
-from .config import resolve
-from .engine import (FitState, dist_info, epoch_seed, evaluate, fit, load_model_state,
+from fgvc import io
+from fgvc.study import fastpath
+from fgvc.study.config import resolve
+from fgvc.engine import (FitState, dist_info, epoch_seed, evaluate, fit, load_model_state,
                      peak_memory_mb, seed_everything)
-from .methods import create_method, method_class
-from .paths import checkpoints_dir, resolve as resolve_path, results_dir
+from fgvc.methods import create_method, method_class
+from fgvc.paths import checkpoints_dir, resolve as resolve_path, results_dir
 
 
 def is_complete(cfg: dict) -> bool:
@@ -58,7 +58,7 @@ def resolve_machine(cfg: dict) -> dict:
 
     - device: `train.device` ("auto" = CUDA if available);
     - amp: "fp32" | "fp16" | "bf16" and channels_last: a bool, from `train.amp` and
-      `train.channels_last` by fgvc.fastpath.resolve (CUDA: fp16 and channels_last; CPU: the
+      `train.channels_last` by fgvc.study.fastpath.resolve (CUDA: fp16 and channels_last; CPU: the
       measured table's choice for this CPU kind and backbone, else fp32 contiguous);
       `fastpath` says where the choice came from;
     - torch_threads: torch's CPU thread count (set by the launcher, e.g. --threads).
@@ -96,7 +96,7 @@ def _seed_worker(worker_id: int) -> None:
 
 def build_data_for(cfg: dict):
     """The DataBundle of a resolved config."""
-    from .data import build_data
+    from fgvc.data import build_data
 
     d = cfg["data"]
     return build_data(cfg["dataset"], cfg["data_root"], resize=d["resize"], crop=d["crop"],
@@ -107,7 +107,7 @@ def build_data_for(cfg: dict):
 
 def make_loaders(bundle, cfg: dict, pair_mode: str | None):
     """(train_loader_fn(epoch), val_loader, test_loader); train batches are global-size / world."""
-    from .data.samplers import PairedBatchSampler
+    from fgvc.data.samplers import PairedBatchSampler
 
     t, seed = cfg["train"], cfg["seed"]
     rank, world = dist_info()
@@ -144,7 +144,7 @@ def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None 
         progress: bool = True, **resolve_kwargs) -> dict:
     """Run one configuration to completion (or resume it); returns its metrics.
 
-    Pass a resolved `cfg`, or the arguments of `fgvc.config.resolve` (method, variant, ...).
+    Pass a resolved `cfg`, or the arguments of `fgvc.study.config.resolve` (method, variant, ...).
     """
     cfg = cfg or resolve(**resolve_kwargs)
     rank, world = dist_info()

@@ -1,7 +1,7 @@
 """Fast paths chosen by the machine's own capability and a measured table, not by guesswork.
 
 A run's `train.amp` (auto | off | fp16 | bf16) and `train.channels_last` (auto | true | false)
-are resolved where the run executes (fgvc.run.resolve_machine calls :func:`resolve`) into a
+are resolved where the run executes (fgvc.study.run.resolve_machine calls :func:`resolve`) into a
 dtype ("fp32", "fp16", "bf16") and a memory layout (a bool), never "auto":
 
 - CUDA: amp auto = fp16 (with a GradScaler), channels_last auto = true (as before).
@@ -14,8 +14,8 @@ dtype ("fp32", "fp16", "bf16") and a memory layout (a bool), never "auto":
   emulated, many times slower).
 - Other devices: auto = fp32, contiguous.
 
-The table is configs/fastpath.yaml, measured once per CPU kind (python -m fgvc.bench
---fastpath-entry prints the entry of this machine; fgvc.bench times, this module only reads).
+The table is configs/fastpath.yaml, measured once per CPU kind (python -m fgvc.dev.bench
+--fastpath-entry prints the entry of this machine; fgvc.dev.bench times, this module only reads).
 Its entries hold the train-step images/s that justify them, and :func:`choose` is the rule
 that turned those numbers into the stored booleans.
 """
@@ -25,7 +25,7 @@ import functools
 import warnings
 from pathlib import Path
 
-from .paths import CONFIGS
+from fgvc.paths import CONFIGS
 
 TABLE = CONFIGS / "fastpath.yaml"
 AMP_CHOICES = ("auto", "off", "fp16", "bf16")

@@ -1,16 +1,16 @@
 """Train one run from the command line, on one process or many (DDP through torchrun).
 
-    python -m fgvc.train --method baseline [--variant full] [--dataset cub] [--profile paper]
+    python -m fgvc.study.train --method baseline [--variant full] [--dataset cub] [--profile paper]
                          [--seed 0] [--data-root R] [--run-id ID] [--set train.epochs=2 ...]
-    python -m fgvc.train --config results/runs/<run_id>/config.json   # a resolved config, as given
+    python -m fgvc.study.train --config results/runs/<run_id>/config.json   # a resolved config, as given
 
     # one node, 4 GPUs (one process per GPU; train.batch_size is the global batch):
-    torchrun --standalone --nproc-per-node 4 -m fgvc.train --method lafe --profile paper ...
+    torchrun --standalone --nproc-per-node 4 -m fgvc.study.train --method lafe --profile paper ...
     # two nodes of 8 GPUs:
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
-             -m fgvc.train --method lafe --profile paper ...
+             -m fgvc.study.train --method lafe --profile paper ...
 
-A thin CLI over :func:`fgvc.run.run`. Under torchrun (env WORLD_SIZE > 1) it initialises
+A thin CLI over :func:`fgvc.study.run.run`. Under torchrun (env WORLD_SIZE > 1) it initialises
 torch.distributed from the environment (NCCL on CUDA, gloo on CPU), pins the process to the
 GPU of its LOCAL_RANK, runs, and tears the process group down. The global batch
 `train.batch_size` is split evenly across the processes; samplers are sharded; metrics are
@@ -65,7 +65,7 @@ def init_distributed(timeout_s: float = 1800) -> tuple[int, int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fgvc.train", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m fgvc.study.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method")
     p.add_argument("--config", default=None,
@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
 
-    from .config import from_json, resolve
-    from .run import run
+    from fgvc.study.config import from_json, resolve
+    from fgvc.study.run import run
 
     try:
         if a.config:
@@ -115,6 +115,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from .cli import run as run_cli
+    from fgvc.cli import run as run_cli
 
     sys.exit(run_cli(main))

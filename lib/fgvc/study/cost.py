@@ -1,8 +1,8 @@
 """The study's one cost model: parameters, FLOPs / MACs and latency.
 
 Everything that counts cost goes through here: the complexity table and the cost-accuracy
-points (fgvc.complexity), the Table 4 check of ma_ea (fgvc.methods.ma_ea.complexity) and the
-benchmark (fgvc.bench). tests/test_cost.py checks that no other module counts or times code.
+points (fgvc.study.complexity), the Table 4 check of ma_ea (fgvc.methods.ma_ea.complexity) and the
+benchmark (fgvc.dev.bench). tests/test_cost.py checks that no other module counts or times code.
 
 - Parameters: every parameter of a module (backbone, heads, attention modules).
 - FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over whatever a callable runs. It counts
@@ -140,7 +140,7 @@ def gemm_rate(n: int = 2048, dtype: torch.dtype = torch.float32, device: str | t
 def create(method: str, model_cfg: dict, num_classes: int,
            device: torch.device | str = "cpu") -> nn.Module:
     """The method, untrained (weights='none': no download, and costs do not depend on weights)."""
-    from .methods import create_method
+    from fgvc.methods import create_method
 
     with torch.device(device):
         return create_method(method, num_classes, **{**model_cfg, "weights": "none"})

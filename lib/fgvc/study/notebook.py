@@ -1,6 +1,6 @@
 """Helpers for the notebooks: live training curves, and executing a notebook with papermill.
 
-    python -m fgvc.notebook notebooks/10_train.ipynb out.ipynb [-p '{"method": "lafe"}'] [--cwd DIR]
+    python -m fgvc.study.notebook notebooks/10_train.ipynb out.ipynb [-p '{"method": "lafe"}'] [--cwd DIR]
 
 runs a notebook like papermill's command line does, with a kernel that logs no warning or
 error when nothing went wrong (see :class:`QuietKernelManager`).
@@ -20,7 +20,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import default
 
-from .paths import portable
+from fgvc.paths import portable
 
 
 def plot_history(history, title: str = ""):
@@ -114,7 +114,7 @@ def execute(input_path, output_path, parameters: dict | None = None, cwd=None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fgvc.notebook", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m fgvc.study.notebook", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input")
     p.add_argument("output")

@@ -15,16 +15,16 @@ tools/gpu_check.sh puts lib/ on PYTHONPATH (nothing is installed) and nothing is
   CUDA) and off, channels_last as auto resolves it (on, on CUDA); each run stops early after
   `--max-s` seconds. Images/s, first-step seconds (cuDNN autotuning), first and last loss
   (finite?), peak GPU memory.
-- throughput: fgvc.bench.fastpath_table on the GPU: train and eval images/s of each profile's
+- throughput: fgvc.dev.bench.fastpath_table on the GPU: train and eval images/s of each profile's
   backbone x {fp32, fp16, bf16} x {contiguous, channels_last}, MFU against torch.mm's rate
   of each dtype (fp32 matmuls without TF32, torch's default; cuDNN convolutions may use TF32).
-- torchrun: one `python -m torch.distributed.run --standalone --nproc-per-node 1 -m fgvc.train`
+- torchrun: one `python -m torch.distributed.run --standalone --nproc-per-node 1 -m fgvc.study.train`
   of the scratch profile on a tiny SynthBirds (a few steps), through the whole run path.
 
 Writes a markdown report (default results/bench_gpu.md; --out or FGVC_GPU_CHECK_OUT). Without
 a CUDA GPU it prints one line and exits 0. `--dry-run` (or FGVC_GPU_CHECK_FORCE_CPU=1) runs
 every section on the CPU at a tiny size (ResNet-18 at 64 px, a few steps; amp on = bf16), to
-test the script itself. Timing goes through fgvc.cost; elapsed totals are datetimes.
+test the script itself. Timing goes through fgvc.study.cost; elapsed totals are datetimes.
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def paper_settings(method: str) -> tuple[dict, int]:
     """(model settings, batch) of a method in the paper profile; without pyyaml the methods'
     Config defaults (ResNet-50 at 448) and batch 16."""
     try:
-        from .config import resolve
+        from fgvc.study.config import resolve
 
         cfg = resolve(method, "full", profile="paper")
         return cfg["model"], cfg["train"]["batch_size"]
@@ -79,10 +79,11 @@ def method_run(method: str, device: str, amp_setting: str, steps: int, max_s: fl
                size: int | None = None, batch: int | None = None, backbone: str | None = None,
                num_classes: int = 200) -> dict:
     """`steps` training steps (or `max_s` seconds) of a method on random tensors."""
-    from . import cost, fastpath
-    from .bench import labels
-    from .engine import forward_loss
-    from .methods import method_class
+    from fgvc.study import cost
+    from fgvc.study import fastpath
+    from fgvc.dev.bench import labels
+    from fgvc.engine import forward_loss
+    from fgvc.methods import method_class
 
     model_cfg, paper_batch = paper_settings(method)
     model_cfg = {**model_cfg, **({"input_size": size} if size else {}),
@@ -137,7 +138,7 @@ def method_run(method: str, device: str, amp_setting: str, steps: int, max_s: fl
 
 
 def methods_section(a, device: str, log) -> dict:
-    from .methods import list_methods
+    from fgvc.methods import list_methods
 
     dry = device == "cpu"
     on = "bf16" if dry else "auto"
@@ -160,8 +161,8 @@ def methods_section(a, device: str, log) -> dict:
 
 
 def throughput_section(a, device: str, log) -> dict:
-    from . import cost
-    from .bench import fastpath_table
+    from fgvc.study import cost
+    from fgvc.dev.bench import fastpath_table
 
     dry = device == "cpu"
     backbones = (("resnet18", 32, 2),) if dry else GPU_BACKBONES
@@ -178,8 +179,8 @@ def throughput_section(a, device: str, log) -> dict:
 
 
 def torchrun_section(a, device: str, log) -> dict:
-    title = "torchrun, one process, the whole run path (fgvc.train)"
-    why = next((f"missing {m}" for m in missing_modules()), None) or can_import("fgvc.data", "fgvc.run")
+    title = "torchrun, one process, the whole run path (fgvc.study.train)"
+    why = next((f"missing {m}" for m in missing_modules()), None) or can_import("fgvc.data", "fgvc.study.run")
     if why:
         return {"title": title, "note": f"Skipped: {why}.", "rows": [], "ok": True}
     with tempfile.TemporaryDirectory(prefix="fgvc-gpu-check-") as tmp:
@@ -189,7 +190,7 @@ def torchrun_section(a, device: str, log) -> dict:
                 "train.eval_batch_size": 16, "train.num_workers": 0, "data.synth": TINY_SYNTH,
                 "train.device": device}
         args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
-                "-m", "fgvc.train", "--method", "baseline", "--profile", "scratch",
+                "-m", "fgvc.study.train", "--method", "baseline", "--profile", "scratch",
                 "--run-id", "gpu-check", "--no-progress"]
         for k, v in sets.items():
             args += ["--set", f"{k}={json.dumps(v)}"]
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
            *machine_lines(device), ""]
     for s in sections.values():
         out += [f"## {s['title']}", "", s["note"], "", md_table(s["rows"]), ""]
-    from .paths import results_dir
+    from fgvc.paths import results_dir
 
     path = Path(a.out) if a.out else results_dir() / "bench_gpu.md"
     path.parent.mkdir(parents=True, exist_ok=True)

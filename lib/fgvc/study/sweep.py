@@ -1,7 +1,7 @@
 """The learning-rate sweep that chooses each method's lr for the default study, on validation.
 
-    python -m fgvc.sweep --run [--profile transfer]     # train the sweep's runs (make sweep)
-    python -m fgvc.sweep [--profile transfer]           # table and choice from the records
+    python -m fgvc.study.sweep --run [--profile transfer]     # train the sweep's runs (make sweep)
+    python -m fgvc.study.sweep [--profile transfer]           # table and choice from the records
 
 Every method's `full` variant is trained once per value of `LRS` (seed 0, the profile's
 budget: same epochs, images and input size for every method) with the grid `sweep` of the
@@ -29,11 +29,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import io
-from .config import load_profile
-from .methods import list_methods
-from .paths import ROOT, checkpoints_dir, results_dir
-from .results import did_not_learn
+from fgvc import io
+from fgvc.study.config import load_profile
+from fgvc.methods import list_methods
+from fgvc.paths import ROOT, checkpoints_dir, results_dir
+from fgvc.study.results import did_not_learn
 
 LRS = (0.01, 0.02, 0.04)
 LR_LIMITS = (0.00125, 0.16)     # the extension never leaves this range (factors of 2 from 0.01)
@@ -143,7 +143,7 @@ def extensions(table: pd.DataFrame, limits: tuple[float, float] = LR_LIMITS) -> 
 def _train(profile: str, lr: float, methods: list[str] | None) -> int:
     env = {**os.environ, "FGVC_RESULTS": str(sweep_root()),
            "FGVC_CHECKPOINTS": str(checkpoints_dir() / "sweep")}
-    cmd = [sys.executable, "-m", "fgvc.grid", "--profile", profile, "--grid", "sweep",
+    cmd = [sys.executable, "-m", "fgvc.study.grid", "--profile", profile, "--grid", "sweep",
            "--set", f"train.lr={lr:g}"] + (["--methods", ",".join(methods)] if methods else [])
     return subprocess.call(cmd, env=env, cwd=ROOT)
 
@@ -171,7 +171,7 @@ def run_sweep(profile: str = "transfer", methods: str | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fgvc.sweep", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m fgvc.study.sweep", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="transfer")
     p.add_argument("--run", action="store_true", help="train the sweep's runs first")

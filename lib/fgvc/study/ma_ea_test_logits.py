@@ -1,6 +1,6 @@
 """ma_ea's test-time reading measured on the committed study's checkpoints (issue 18).
 
-    python tools/ma_ea_test_logits.py [--variant full] [--seeds 0 1 2]
+    python -m fgvc.study.ma_ea_test_logits [--variant full] [--seeds 0 1 2]
 
 Each finished ma_ea run's best checkpoint is evaluated twice on its validation and test
 splits: stage-1 logits only (`test_logits: first`, the default) and the mean of both passes
@@ -14,11 +14,11 @@ import dataclasses
 
 import torch
 
-from fgvc.cam import load_run_model
+from fgvc.study.cam_scores import load_run_model
 from fgvc.engine import evaluate
 from fgvc.paths import results_dir
-from fgvc.stats import t_interval
-from fgvc.run import build_data_for, make_loaders
+from fgvc.study.stats import t_interval
+from fgvc.study.run import build_data_for, make_loaders
 
 
 def main() -> None:

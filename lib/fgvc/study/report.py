@@ -1,20 +1,20 @@
 """Rebuild every table and figure of the study from the run records:
 
-    python -m fgvc.report [--profile transfer]
+    python -m fgvc.study.report [--profile transfer]
 
 Executes the report notebooks with papermill (their executed copies go to results/reports/).
 30_report writes the tidy tables results/tables/accuracy.{csv,md} (mean, std, n, 95 % t
 interval over seeds, paired differences), ablation_<method>.{csv,md} and claims.{csv,md} (each
 paper's claims with a verdict), and results/figures/curves_<dataset>.png (learning curves);
-see fgvc.results. Every markdown table names the profile and protocol of its runs.
+see fgvc.study.results. Every markdown table names the profile and protocol of its runs.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .notebook import execute
-from .paths import NOTEBOOKS, ROOT, results_dir
+from fgvc.study.notebook import execute
+from fgvc.paths import NOTEBOOKS, ROOT, results_dir
 
 REPORTS = ["30_report.ipynb", "20_gradcam.ipynb", "40_complexity.ipynb"]
 # The study's settings where they differ from the notebooks' stored (tiny, fast) defaults.
@@ -36,7 +36,7 @@ def build(profile: str = "transfer", notebooks: list[str] | None = None) -> None
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fgvc.report", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m fgvc.study.report", description=__doc__)
     p.add_argument("--profile", default="transfer")
     p.add_argument("--only", help="comma-separated notebook names")
     a = p.parse_args(argv)

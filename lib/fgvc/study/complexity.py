@@ -1,6 +1,6 @@
 """The complexity table: parameters, MACs and latency of each method, for inference and training.
 
-Counted by the study's cost model, :mod:`fgvc.cost` (its docstring has the rules):
+Counted by the study's cost model, :mod:`fgvc.study.cost` (its docstring has the rules):
 
 - Parameters: every parameter of the method (backbone, heads, attention modules).
 - MACs: FlopCounterMode FLOPs / 2, per image (matrix ops and their backward, as the papers'
@@ -10,7 +10,7 @@ Counted by the study's cost model, :mod:`fgvc.cost` (its docstring has the rules
   that need pairs get one): about 3x the forward when there is no second pass. Counted on the
   meta device when the method allows it, else on fake, else on real tensors.
 - Latency: milliseconds per batch of `batch` images (default 1) on `device`, timed by
-  torch.utils.benchmark.Timer (fgvc.cost.timing): after `warmup` untimed calls (at least
+  torch.utils.benchmark.Timer (fgvc.study.cost.timing): after `warmup` untimed calls (at least
   Timer's two), the mean of one block of `repeats` calls; repeats=None: blocked_autorange's median.
   For training, a full step (forward, loss, backward; no optimizer update).
 
@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .cost import count_macs, count_params, create, macs_of_config, measure_latency  # noqa: F401
+from fgvc.study.cost import count_macs, count_params, create, macs_of_config, measure_latency  # noqa: F401
 
 # Seed 000, Table 4: (params M, "FLOPs" G = MACs, latency ms on an RTX 3090) at 448.
 PAPER_TABLE4: dict[tuple[str, str], dict] = {
@@ -39,7 +39,7 @@ PAPER_TABLE4: dict[tuple[str, str], dict] = {
 def build(method: str, variant: str = "full", num_classes: int = 200, backbone: str = "resnet50",
           input_size: int = 448, device: torch.device | str = "cpu") -> nn.Module:
     """Method `method` with the switches of its named variant, untrained (weights='none')."""
-    from .config import load_variants
+    from fgvc.study.config import load_variants
 
     cfg = {"backbone": backbone, "input_size": input_size,
            **_variant_cfg(load_variants(method), method, variant)}
@@ -55,7 +55,7 @@ def _variant_cfg(variants: dict, method: str, variant: str) -> dict:
 def macs_of(method: str, variant: str = "full", num_classes: int = 200, backbone: str = "resnet50",
             input_size: int = 448) -> dict:
     """Parameters and per-image MACs (inference, training step) of one named variant."""
-    from .config import load_variants
+    from fgvc.study.config import load_variants
 
     cfg = {"backbone": backbone, "input_size": input_size,
            **_variant_cfg(load_variants(method), method, variant)}
@@ -101,7 +101,7 @@ def complexity_table(methods: Iterable[str], variants: str | Iterable[str] = "al
     `latency_variants` since it is the slow part: 'all', 'none', 'table4' (the rows of the
     paper's Table 4, PAPER_TABLE4) or names (default 'full').
     Other keyword arguments go to :func:`complexity_row`."""
-    from .config import list_variants
+    from fgvc.study.config import list_variants
 
     def pick(spec, method):
         names = list_variants(method)
@@ -133,11 +133,11 @@ def complexity_markdown_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def cost_accuracy_points(runs: pd.DataFrame, root) -> pd.DataFrame:
-    """Per (dataset, method, variant) of `runs` (fgvc.results.load_runs): test top-1 mean ±
+    """Per (dataset, method, variant) of `runs` (fgvc.study.results.load_runs): test top-1 mean ±
     std over seeds and the inference GMACs of the model those runs trained (their own
     backbone and crop, read from a run's config.json)."""
-    from . import io
-    from .results import summarize
+    from fgvc import io
+    from fgvc.study.results import summarize
 
     if runs.empty:
         return pd.DataFrame(columns=["dataset", "method", "variant", "mean", "std", "n",

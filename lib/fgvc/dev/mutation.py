@@ -1,6 +1,6 @@
 """The mutation-testing report: make mutate (tools/mutate.sh) -> results/mutation.md.
 
-    python -m fgvc.mutation build/mutate/results.txt [--work build/mutate] [--seconds S]
+    python -m fgvc.dev.mutation build/mutate/results.txt [--work build/mutate] [--seconds S]
 
 Reads mutmut's listing (`mutmut results --all true`: one `name: status` line per mutant), counts
 the statuses per module, and lists every mutant that survived with its diff (`mutmut show`, run
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import yaml
 
-from . import io
-from .paths import ROOT, results_dir
+from fgvc import io
+from fgvc.paths import ROOT, results_dir
 
 EXPLAINED = ROOT / "docs" / "mutation_survivors.yaml"
 ALIVE = ("survived", "no tests")   # a mutant no test run tells apart from the code
@@ -122,7 +122,7 @@ def render(statuses: dict[str, str], rows: list[dict], work: Path | None, second
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fgvc.mutation", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m fgvc.dev.mutation", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results", help="the output of `mutmut results --all true`")
     p.add_argument("--work", default=None, help="mutmut's folder, for the diffs (mutmut show)")
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(a.explained)
     explained = yaml.safe_load(path.read_text()) if path.is_file() else {}
     rows = check(statuses, explained or {})
-    from .fastpath import cpu_kind, cpu_model
+    from fgvc.study.fastpath import cpu_kind, cpu_model
 
     text = render(statuses, rows, Path(a.work) if a.work else None, a.seconds,
                   f"{cpu_model()} ({cpu_kind()})")

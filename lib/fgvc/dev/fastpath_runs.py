@@ -1,11 +1,11 @@
 """The CPU fast path in the transfer study, measured with real training runs (issue 17).
 
-    python tools/fastpath_runs.py parity    # bf16 vs fp32: baseline + lafe full, seeds 0-2
-    python tools/fastpath_runs.py speed     # each method's full model: fast path vs fp32 contiguous
-    python tools/fastpath_runs.py threads   # 2 runs x 1 thread vs 1 run x 2 threads
-    python tools/fastpath_runs.py report    # -> results/fastpath/fastpath.md (+ .csv)
+    python -m fgvc.dev.fastpath_runs parity    # bf16 vs fp32: baseline + lafe full, seeds 0-2
+    python -m fgvc.dev.fastpath_runs speed     # each method's full model: fast path vs fp32 contiguous
+    python -m fgvc.dev.fastpath_runs threads   # 2 runs x 1 thread vs 1 run x 2 threads
+    python -m fgvc.dev.fastpath_runs report    # -> results/fastpath/fastpath.md (+ .csv)
 
-Every run goes through fgvc.grid (papermill, the study's own path) into its own results root
+Every run goes through fgvc.study.grid (papermill, the study's own path) into its own results root
 under results/fastpath/ (records only; checkpoints stay in the git-ignored .checkpoints/):
 
 - parity: the transfer profile's baseline and lafe `full`, seeds 0-2, with train.amp=bf16 and
@@ -37,13 +37,13 @@ ONE_EPOCH = {"train.epochs": 1, "train.warmup_epochs": 0}
 
 
 def run_into(root: Path, specs: list, workers: int = 2, threads: int = 1) -> float:
-    """Run `specs` with fgvc.grid into results root `root` (its own checkpoints folder too);
-    the grid's wall seconds. tools/readings.py runs its grids through this as well."""
+    """Run `specs` with fgvc.study.grid into results root `root` (its own checkpoints folder too);
+    the grid's wall seconds. fgvc.study.readings runs its grids through this as well."""
     os.environ["FGVC_RESULTS"] = str(root)
     # checkpoints per root too: the same run id in two roots (speed and threads share runs)
     # would otherwise find the other's finished checkpoint and resume from it
     os.environ["FGVC_CHECKPOINTS"] = str(ROOT / ".checkpoints" / "tools" / root.name)
-    from fgvc.grid import run_grid
+    from fgvc.study.grid import run_grid
 
     t0 = time.time()
     result = run_grid(specs, workers=workers, threads=threads)
@@ -53,19 +53,19 @@ def run_into(root: Path, specs: list, workers: int = 2, threads: int = 1) -> flo
 
 
 def _plan(methods, seeds, overrides: dict) -> list:
-    from fgvc.grid import plan
+    from fgvc.study.grid import plan
 
     return plan("transfer", methods=methods, variants=["full"], seeds=seeds, overrides=overrides)
 
 
 def _runs(root: Path) -> pd.DataFrame:
-    from fgvc.results import load_runs
+    from fgvc.study.results import load_runs
 
     return load_runs(root)
 
 
 def parity() -> None:
-    from fgvc import fastpath
+    from fgvc.study import fastpath
 
     if not fastpath.native_bf16():
         sys.exit("this CPU has no native bf16: the fast path stays fp32 here (see README)")
@@ -97,10 +97,10 @@ def _machine(root: Path, runs: pd.DataFrame) -> str:
 
 def report() -> None:
     from fgvc.paths import results_dir
-    from fgvc.stats import paired_difference
+    from fgvc.study.stats import paired_difference
 
     lines = ["# The CPU fast path in the transfer study", "",
-             "Made by `python tools/fastpath_runs.py parity|speed|threads|report` "
+             "Made by `python -m fgvc.dev.fastpath_runs parity|speed|threads|report` "
              "(runs under `results/fastpath/*/runs/`).", ""]
     rows = []
     if (OUT / "parity").exists():

@@ -1,6 +1,6 @@
 """Diagnostics of a trained run beyond its accuracy: where focus's regions land.
 
-    python -m fgvc.diagnostics focus-regions results/runs/<run_id> [more run folders] [--images 200]
+    python -m fgvc.dev.diagnostics focus-regions results/runs/<run_id> [more run folders] [--images 200]
 
 For each run of `focus`, on its first test images (spread over the classes, as the CAM
 scores use): the m windows that training would crop (proposed from the max-over-classes CAM
@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .layers.regions import crop_and_zoom
+from fgvc.layers.regions import crop_and_zoom
 
 
 def _inside_share(boxes: torch.Tensor, bird: torch.Tensor) -> torch.Tensor:
@@ -32,7 +32,7 @@ def _inside_share(boxes: torch.Tensor, bird: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def focus_regions(run_dir: str | Path, n_images: int = 200) -> dict:
     """Where a focus run's windows land on its test images (see the module docstring)."""
-    from .cam import load_run_cams
+    from fgvc.study.cam_scores import load_run_cams
 
     rc = load_run_cams(run_dir, n_images)
     if rc.method != "focus":
@@ -67,7 +67,7 @@ def focus_regions(run_dir: str | Path, n_images: int = 200) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fgvc.diagnostics", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m fgvc.dev.diagnostics", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("focus-regions", help="where focus's windows land on the test images")
@@ -80,6 +80,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from .cli import run as run_cli
+    from fgvc.cli import run as run_cli
 
     sys.exit(run_cli(main))

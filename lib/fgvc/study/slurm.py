@@ -1,8 +1,8 @@
 """The grid on a Slurm cluster, through submitit: one job per run, submitted as a job array.
 
-    python -m fgvc.grid --profile paper --backend slurm
+    python -m fgvc.study.grid --profile paper --backend slurm
     FGVC_SLURM='{"partition": "gpu", "time_min": 720, "array_parallelism": 16}' \\
-        python -m fgvc.grid --profile paper --backend slurm
+        python -m fgvc.study.grid --profile paper --backend slurm
 
 Settings (defaults below), merged in this order: ``DEFAULTS``, the profile's ``slurm:``
 section (if the profile file has one), the JSON in env ``FGVC_SLURM``, then the `settings`
@@ -16,14 +16,14 @@ argument of :func:`submit_grid`:
   ``extra`` (a dict of further ``slurm_*`` submitit parameters, e.g. ``{"slurm_account": "x"}``).
 - ``launcher``: "notebook" (default: each job executes notebooks/10_train.ipynb through
   papermill, exactly like the local grid, and keeps the executed notebook) or "train"
-  (``python -m fgvc.train``; with ``gpus_per_node`` > 1, ``torchrun --nproc-per-node G``,
+  (``python -m fgvc.study.train``; with ``gpus_per_node`` > 1, ``torchrun --nproc-per-node G``,
   one DDP run over the job's GPUs).
 - ``wait``: True = wait for every job and report done / failed (failures go to
   results/failures.json as in the local grid); False = submit, print the job ids and return
   (run the same grid command again later: complete runs are skipped, missing ones resubmitted).
 - ``folder``: submitit's logs and pickles (default ``checkpoints_dir()/_slurm``; ``%j`` = job id).
 
-A backend of :mod:`fgvc.grid`, which it never imports: the grid hands :func:`submit_grid` the
+A backend of :mod:`fgvc.study.grid`, which it never imports: the grid hands :func:`submit_grid` the
 few functions a job needs (``execute`` one run through the notebook, the grid's ``run_lock``,
 ``write_failures``), so the two modules form no import circle.
 
@@ -59,7 +59,7 @@ _ENV_KEYS = ("FGVC_RESULTS", "FGVC_CHECKPOINTS", "FGVC_DATA", "FGVC_CACHE")
 
 def slurm_settings(profile: str | None = None, settings: dict | None = None) -> dict:
     """DEFAULTS <- profile's `slurm:` section <- env FGVC_SLURM (JSON) <- `settings`."""
-    from .config import load_profile
+    from fgvc.study.config import load_profile
 
     merged = dict(DEFAULTS)
     layers = [load_profile(profile).get("slurm") or {} if profile else {},
@@ -80,7 +80,7 @@ def make_executor(s: dict):
     """A submitit AutoExecutor configured from settings `s`."""
     import submitit
 
-    from .paths import checkpoints_dir
+    from fgvc.paths import checkpoints_dir
 
     folder = s["folder"] or str(checkpoints_dir() / "_slurm" / "%j")
     cluster = s["cluster"]
@@ -98,17 +98,17 @@ def make_executor(s: dict):
 
 
 def train_command(cfg: dict, nproc: int = 1) -> list[str]:
-    """The `python -m fgvc.train` (or torchrun) command line of a resolved config: the config
+    """The `python -m fgvc.study.train` (or torchrun) command line of a resolved config: the config
     itself is passed (--config JSON), so the job runs exactly what the grid planned; only the
-    machine-dependent choices are resolved on the node (fgvc.run.resolve_machine)."""
-    args = ["-m", "fgvc.train", "--config", json.dumps(cfg), "--no-progress"]
+    machine-dependent choices are resolved on the node (fgvc.study.run.resolve_machine)."""
+    args = ["-m", "fgvc.study.train", "--config", json.dumps(cfg), "--no-progress"]
     if nproc > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 f"--nproc-per-node={nproc}", *args[1:]]
     return [sys.executable, *args]
 
 
-# What the grid hands its backend (fgvc.grid.execute, .run_lock, .write_failures):
+# What the grid hands its backend (fgvc.study.grid.execute, .run_lock, .write_failures):
 Execute = Callable[..., None]                    # execute(cfg, threads): one run through the notebook
 RunLock = Callable[[str], ContextManager[bool]]  # run_lock(run_id): True if this process holds it
 WriteFailures = Callable[[dict, list], object]   # write_failures(failed, grid_ids)
@@ -122,8 +122,8 @@ def run_job(cfg: dict, launcher: str = "notebook", threads: int | None = None,
     `execute` (the notebook launcher) and `run_lock` are the grid's, passed in by it.
     """
     os.environ.update(env or {})
-    from .paths import ROOT, results_dir
-    from .run import is_complete
+    from fgvc.paths import ROOT, results_dir
+    from fgvc.study.run import is_complete
 
     t0 = time.time()
     with run_lock(cfg["run_id"]) as mine:
@@ -146,7 +146,7 @@ def run_job(cfg: dict, launcher: str = "notebook", threads: int | None = None,
                                       env={**os.environ, "TQDM_DISABLE": "1"})
             if proc.returncode:
                 tail = (run_dir / "train.log").read_text(errors="replace").strip().splitlines()[-1:]
-                raise RuntimeError(f"fgvc.train exited with {proc.returncode}: "
+                raise RuntimeError(f"fgvc.study.train exited with {proc.returncode}: "
                                    f"{tail[0] if tail else ''} (log: runs/{cfg['run_id']}/train.log)")
     return "done", time.time() - t0
 
@@ -158,12 +158,12 @@ def submit_grid(todo_configs: list[dict], result: dict, out: TextIO = sys.stdout
 
     `result` is the grid's result dict ({"done", "skipped", "failed", "locked"}); it is filled
     in and returned, with "jobs": {run_id: job_id}. `execute`, `run_lock` and `write_failures`
-    are the grid's (:func:`fgvc.grid.execute`, ...): each job runs through them, so a run on
+    are the grid's (:func:`fgvc.study.grid.execute`, ...): each job runs through them, so a run on
     the cluster is exactly a run of the local grid; `execute` and `run_lock` are pickled into
     every job (module-level functions travel as their module and name).
     """
-    from . import io
-    from .paths import results_dir
+    from fgvc import io
+    from fgvc.paths import results_dir
 
     result.setdefault("jobs", {})
     if not todo_configs:

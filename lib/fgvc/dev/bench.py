@@ -1,11 +1,11 @@
 """The performance benchmark: one run on this machine, written to results/bench.md (+ .json).
 
-    python -m fgvc.bench [--out results/bench.md] [--sections engine,paper,scratch,data,...]  (make bench)
-    python -m fgvc.bench --fastpath-entry     # this CPU's entry of configs/fastpath.yaml, as YAML
+    python -m fgvc.dev.bench [--out results/bench.md] [--sections engine,paper,scratch,data,...]  (make bench)
+    python -m fgvc.dev.bench --fastpath-entry     # this CPU's entry of configs/fastpath.yaml, as YAML
 
 Its own figures (parameters, MACs and latency per method are the complexity table's):
 - GEMM rate: torch.mm FLOP/s in fp32 and bf16 (a 512 GEMM where bf16 is not native: emulated,
-  slow), the peaks for MFU; whether the CPU has native bf16 (fgvc.fastpath).
+  slow), the peaks for MFU; whether the CPU has native bf16 (fgvc.study.fastpath).
 - engine: baseline training images/s through fgvc.engine.train_one_epoch vs a bare PyTorch loop
   on the same model and in-memory batches. Goal: overhead <= 5%.
 - paper, scratch: training throughput per method (ResNet-50 at 448, a small batch; the scratch
@@ -23,8 +23,8 @@ Its own figures (parameters, MACs and latency per method are the complexity tabl
 - compile: torch.compile of a training step on CPU, compile time and steady-state speed.
 - memory: peak resident memory (ru_maxrss, one fresh process per configuration) of a short
   training run of each profile's backbone, fp32 vs the fast path auto picks.
-Timings: torch.utils.benchmark.Timer medians over >= --min-run-time s (fgvc.cost.latency); FLOPs:
-fgvc.cost.count_flops. Each section (SECTIONS) returns a title, a note, table rows and goal
+Timings: torch.utils.benchmark.Timer medians over >= --min-run-time s (fgvc.study.cost.latency); FLOPs:
+fgvc.study.cost.count_flops. Each section (SECTIONS) returns a title, a note, table rows and goal
 rows; render() writes them with DataFrame.to_markdown. A new table is one more section.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import cost
+from fgvc.study import cost
 
 GOAL_ENGINE_OVERHEAD = 0.05  # engine within 5% of a bare loop
 GOAL_FLOPS_FRACTION = 0.80   # every method >= 80% of the baseline's FLOP/s
@@ -53,7 +53,7 @@ GOAL_RENDER_RATE = 1600 / 45  # SynthBirds photo preset: the default 1,600 image
 
 
 def machine_info() -> dict:
-    from . import fastpath
+    from fgvc.study import fastpath
 
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"cpu": fastpath.cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": usable,
@@ -80,7 +80,7 @@ def labels(batch: int, num_classes: int, pair_mode: str | None) -> torch.Tensor:
 
 def build_model(method: str, profile: str, num_classes: int, **model_over) -> torch.nn.Module:
     """The method as the profile configures it (variant "full"), with random weights."""
-    from .config import resolve
+    from fgvc.study.config import resolve
 
     return cost.create(method, {**resolve(method, "full", profile=profile)["model"], **model_over},
                        num_classes)
@@ -111,7 +111,7 @@ def fast_step(backbone: str, size: int, batch: int, amp: str = "fp32", channels_
     """One training step (forward under autocast, fp32 loss, backward, SGD update) or one
     inference forward of the baseline on `backbone`, in the given dtype and memory layout,
     exactly as fgvc.engine runs it (forward_loss, autocast)."""
-    from .engine import autocast, forward_loss
+    from fgvc.engine import autocast, forward_loss
 
     torch.manual_seed(0)
     model = cost.create("baseline", {"backbone": backbone, "input_size": size}, num_classes, device)
@@ -158,8 +158,8 @@ def fastpath_rates(backbone: str, size: int, batch: int, *, train: bool = True, 
 def fastpath_entry(backbones=FASTPATH_BACKBONES, rounds: int = 3, min_run_time: float = 1.0,
                    log=print) -> dict:
     """This machine's entry of configs/fastpath.yaml: measured train images/s (one thread) of
-    every backbone x dtype x layout and the choices fgvc.fastpath.choose makes from them."""
-    from . import fastpath
+    every backbone x dtype x layout and the choices fgvc.study.fastpath.choose makes from them."""
+    from fgvc.study import fastpath
 
     native = fastpath.native_bf16()
     entry = {"measured": {"date": datetime.now(timezone.utc).date().isoformat(),
@@ -184,7 +184,7 @@ def fastpath_table(backbones=FASTPATH_BACKBONES, peaks: dict[str, float] | None 
     """Train and eval images/s of each backbone x dtype x layout, MFU against the GEMM rate of
     the dtype in use (`peaks`), and what train.amp / train.channels_last "auto" pick here.
     `dtypes`: default fp32, plus bf16 where the CPU has it natively (fp16 too on CUDA)."""
-    from . import fastpath
+    from fgvc.study import fastpath
 
     native = fastpath.native_bf16()
     if dtypes is None:
@@ -224,7 +224,7 @@ def fastpath_table(backbones=FASTPATH_BACKBONES, peaks: dict[str, float] | None 
                        if resnet50 and resnet50[0][1] != 448 else "")
                     + f"bf16 {'measured (native)' if native else 'not measured: no native bf16 on this CPU'}"
                     + "; MFU = FLOP/s over the GEMM rate of the dtype in use; `auto` = what "
-                    "train.amp / train.channels_last auto resolve to here (fgvc.fastpath, "
+                    "train.amp / train.channels_last auto resolve to here (fgvc.study.fastpath, "
                     "configs/fastpath.yaml), not re-timed.",
             "rows": rows, "goals": []}
 
@@ -233,7 +233,7 @@ def compile_speed(backbone: str = "resnet18", size: int = 64, batch: int = 32,
                   backend: str = "inductor", min_run_time: float = 1.0, device: str = "cpu") -> dict:
     """torch.compile of the baseline's training step: compile time (the first call) and
     steady-state images/s beside eager."""
-    from .engine import forward_loss
+    from fgvc.engine import forward_loss
 
     eager = fast_step(backbone, size, batch, device=device)
     rows = [{"mode": "eager", "first call s": cost.wall_time(eager, device),
@@ -288,7 +288,7 @@ def peak_memory(backbone: str, size: int, batch: int, amp: str = "fp32",
 
     spec = json.dumps({"backbone": backbone, "size": size, "batch": batch, "amp": amp,
                        "channels_last": channels_last, "steps": steps})
-    out = subprocess.run([sys.executable, "-c", "import sys; from fgvc.bench import memory_child; "
+    out = subprocess.run([sys.executable, "-c", "import sys; from fgvc.dev.bench import memory_child; "
                           "memory_child(sys.argv[1])", spec], capture_output=True, text=True,
                          check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return float(out.stdout.strip().splitlines()[-1])
@@ -299,8 +299,8 @@ def memory_table(profiles: dict[str, tuple[int, int]] | None = None, steps: int 
     """Peak resident memory of a short training run of each profile's backbone, fp32
     contiguous vs the fast path `auto` picks on this CPU. `profiles`: name -> (crop, batch)
     (default: each profile's own)."""
-    from . import fastpath
-    from .config import list_profiles, load_profile
+    from fgvc.study import fastpath
+    from fgvc.study.config import list_profiles, load_profile
 
     if profiles is None:
         profiles = {n: (load_profile(n)["data"]["crop"], load_profile(n)["train"]["batch_size"])
@@ -328,8 +328,8 @@ def memory_table(profiles: dict[str, tuple[int, int]] | None = None, steps: int 
 def throughput(methods: list[str], profile: str, batch: int, crop: int, peak: float,
                min_run_time: float = 1.0, num_classes: int = 200, log=print) -> dict:
     """Training throughput per method; a method that fails gets a row with its error."""
-    from .config import resolve
-    from .methods import method_class
+    from fgvc.study.config import resolve
+    from fgvc.methods import method_class
 
     rows = []
     for m in methods:
@@ -365,8 +365,8 @@ def engine_overhead(profile: str = "scratch", batch: int = 32, crop: int = 64, s
                     min_run_time: float = 1.0, num_classes: int = 24) -> dict:
     """Baseline training images/s through fgvc.engine.train_one_epoch vs a bare loop (same
     model, in-memory batches and optimizer)."""
-    from .config import resolve
-    from .engine import build_scheduler, train_one_epoch
+    from fgvc.study.config import resolve
+    from fgvc.engine import build_scheduler, train_one_epoch
 
     torch.manual_seed(0)
     model = build_model("baseline", profile, num_classes, input_size=crop)
@@ -402,7 +402,7 @@ def render_rate(n_images: int = 160, image_size: int = 146, preset: str = "photo
 
     import numpy as np
 
-    from .data import synthbirds
+    from fgvc.data import synthbirds
 
     draw = synthbirds.renderer(0, image_size=image_size, preset=preset)
     start = time.process_time()
@@ -418,11 +418,11 @@ def data_path(n_images: int = 48, resize: int = 550, crop: int = 448, min_run_ti
     SynthBirds' photo-preset rendering per CPU second."""
     from torchvision.transforms import v2
 
-    from .data import synthbirds
-    from .data.base import ImageDataset, load_rgb
-    from .data.cub import load_cub
-    from .data.prepare import CachedImageDataset, PreparedImages, prepare_samples
-    from .data.transforms import build_transforms
+    from fgvc.data import synthbirds
+    from fgvc.data.base import ImageDataset, load_rgb
+    from fgvc.data.cub import load_cub
+    from fgvc.data.prepare import CachedImageDataset, PreparedImages, prepare_samples
+    from fgvc.data.transforms import build_transforms
 
     with tempfile.TemporaryDirectory(prefix="fgvc-bench-") if workdir is None else nullcontext(workdir) as tmp:
         per = max(n_images // 4, 1)  # 2 classes x (train + test)
@@ -466,7 +466,7 @@ def _fastpath_backbones(a) -> tuple:
 
 
 def _memory(a, ctx) -> dict:
-    from .config import list_profiles, load_profile
+    from fgvc.study.config import list_profiles, load_profile
 
     sizes = {}
     for n in list_profiles():
@@ -525,10 +525,10 @@ def render(res: dict) -> str:
 
 def training_runs_speedup() -> list[str]:
     """The per-method speed-up of the CPU fast path measured with real training runs
-    (tools/fastpath_runs.py speed -> results/fastpath/fastpath.csv), where it exists."""
+    (fgvc.dev.fastpath_runs speed -> results/fastpath/fastpath.csv), where it exists."""
     import pandas as pd
 
-    from .paths import results_dir
+    from fgvc.paths import results_dir
 
     path = results_dir() / "fastpath" / "fastpath.csv"
     if not path.is_file():
@@ -542,13 +542,13 @@ def training_runs_speedup() -> list[str]:
     return ["## The fast path in real training runs (transfer profile)", "",
             "Each method's `full` model, one epoch, fp32 channels_last (this CPU's fast path for "
             "EfficientNet-Lite0) against fp32 contiguous, two runs at a time; from "
-            "`results/fastpath/fastpath.md` (`python tools/fastpath_runs.py speed`), not timed "
+            "`results/fastpath/fastpath.md` (`python -m fgvc.dev.fastpath_runs speed`), not timed "
             "by this benchmark.", "", table(tab), ""]
 
 
 def run_bench(a: argparse.Namespace, log=print) -> dict:
-    from .config import load_profile
-    from .methods import list_methods
+    from fgvc.study.config import load_profile
+    from fgvc.methods import list_methods
 
     start = time.time()  # wall-clock bookkeeping of the whole run, not a code timing
     if a.threads:
@@ -559,7 +559,7 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
     info = machine_info()
     # bf16 without native support is emulated (many times slower): a smaller GEMM there.
     n_bf16 = a.gemm_n if info["native_bf16"] else min(a.gemm_n, 512)
-    res: dict = {"machine": info, "command": a.command or "python -m fgvc.bench",
+    res: dict = {"machine": info, "command": a.command or "python -m fgvc.dev.bench",
                  "gemm_n": a.gemm_n, "gemm_n_bf16": n_bf16, "sections": {},
                  "gemm_rate": cost.gemm_rate(a.gemm_n, torch.float32, min_run_time=a.min_run_time),
                  "gemm_rate_bf16": cost.gemm_rate(n_bf16, torch.bfloat16, min_run_time=a.min_run_time)}
@@ -575,7 +575,7 @@ def run_bench(a: argparse.Namespace, log=print) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fgvc.bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m fgvc.dev.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=None, help="default: results/bench.md")
     p.add_argument("--methods", default=None, help="comma-separated; default: every registered method")
@@ -603,12 +603,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import io as fio
-    from .paths import results_dir
+    from fgvc import io as fio
+    from fgvc.paths import results_dir
 
     a = parser().parse_args(argv)
     args = sys.argv[1:] if argv is None else argv
-    a.command = a.command or " ".join(["python -m fgvc.bench", *map(shlex.quote, args)])
+    a.command = a.command or " ".join(["python -m fgvc.dev.bench", *map(shlex.quote, args)])
     if a.fastpath_entry:
         import yaml
 

@@ -1,8 +1,8 @@
 """A method's other readings of its paper, each measured against its default (issue 18).
 
-    python tools/readings.py run [--seeds 0,1,2]   # train every reading (fgvc.grid, 2 at a time)
-    python tools/readings.py report                # -> results/readings/readings.md (+ .csv)
-    python tools/readings.py focus-fix [--run]     # -> results/readings/focus_fix.md
+    python -m fgvc.study.readings run [--seeds 0,1,2]   # train every reading (fgvc.study.grid, 2 at a time)
+    python -m fgvc.study.readings report                # -> results/readings/readings.md (+ .csv)
+    python -m fgvc.study.readings focus-fix [--run]     # -> results/readings/focus_fix.md
 
 
 The rule (docs/METHODS.md): where a paper's prose and equations disagree, the equations are the
@@ -40,7 +40,7 @@ READINGS = {
 
 def run(seeds: list[int]) -> None:
     from fastpath_runs import run_into  # this folder's grid runner: results and checkpoints apart
-    from fgvc.grid import plan
+    from fgvc.study.grid import plan
 
     specs = [s for m, readings in READINGS.items() for _, settings in readings.values()
              for s in plan("transfer", methods=[m], variants=["full"], seeds=seeds, overrides=settings)]
@@ -49,8 +49,8 @@ def run(seeds: list[int]) -> None:
 
 def report() -> None:
     from fgvc.paths import results_dir
-    from fgvc.results import load_runs, overrides_label
-    from fgvc.stats import paired_difference
+    from fgvc.study.results import load_runs, overrides_label
+    from fgvc.study.stats import paired_difference
 
     mine, committed = load_runs(OUT), load_runs(results_dir())
     rows = []
@@ -78,7 +78,7 @@ def report() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     df.to_csv(OUT / "readings.csv", index=False)
     text = ("# Other readings, measured against each method's default\n\n"
-            "`python tools/readings.py run` then `report`; transfer profile, `full` variant, "
+            "`python -m fgvc.study.readings run` then `report`; transfer profile, `full` variant, "
             "paired by seed with the committed runs (results/runs/). The difference is reading - "
             "default; 'supported' means the reading is better with a 95 % t interval above 0. "
             "The choice rests on validation top-1.\n\n" + df.to_markdown(index=False) + "\n")
@@ -100,7 +100,7 @@ NO_RAMP = READINGS["focus"]["no_warmup"][1]
 
 def focus_fix_run(seeds: list[int]) -> None:
     from fastpath_runs import run_into
-    from fgvc.grid import plan
+    from fgvc.study.grid import plan
 
     specs = [s for m, settings in (("baseline", {}), ("focus", {}), ("focus", PREVIOUS))
              for s in plan("transfer", methods=[m], variants=["full"], seeds=seeds,
@@ -112,8 +112,8 @@ def focus_fix(study: Path) -> None:
     """Focus before and after the transfer-regime fix, each paired by seed with the baseline
     and with each other on test top-1 -> results/readings/focus_fix.md. `study`: the committed
     study's results root."""
-    from fgvc.results import load_runs, overrides_label
-    from fgvc.stats import paired_difference
+    from fgvc.study.results import load_runs, overrides_label
+    from fgvc.study.stats import paired_difference
 
     roots = {"study": load_runs(study), "before": load_runs(BEFORE), "readings": load_runs(OUT),
              "extra": load_runs(EXTRA) if (EXTRA / "runs").is_dir() else None}
@@ -151,9 +151,9 @@ def focus_fix(study: Path) -> None:
                          "by seed": ", ".join(f"{x[s]:.2f} - {y[s]:.2f}" for s in common),
                          "mean": round(iv.mean, 2), "95% CI": f"[{iv.lo:+.2f}, {iv.hi:+.2f}]",
                          "verdict": iv.verdict()})
-    text = ("# focus before and after the transfer-regime fix\n\n`python tools/readings.py "
+    text = ("# focus before and after the transfer-regime fix\n\n`python -m fgvc.study.readings "
             "focus-fix`: test top-1 (%), transfer profile, `full`, paired by seed (95 % t "
-            "intervals, fgvc.stats). After: the committed study (results/runs/). Before: the "
+            "intervals, fgvc.study.stats). After: the committed study (results/runs/). Before: the "
             "committed study of commit 22096b9 (focus at lr 0.02, region and hybrid CE weighted "
             "1 from the first step), kept in results/readings/before_fix/. Seeds beyond the "
             "study's (`focus-fix --run --seeds 3,4`): results/readings/focus_fix/, the before "

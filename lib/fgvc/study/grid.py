@@ -1,6 +1,6 @@
 """Run a grid of (method, variant, dataset, seed) through papermill: the study.
 
-    python -m fgvc.grid --profile transfer [--methods baseline,lafe] [--seeds 0,1] [--workers 2]
+    python -m fgvc.study.grid --profile transfer [--methods baseline,lafe] [--seeds 0,1] [--workers 2]
 
 Each run is one papermill execution of notebooks/10_train.ipynb, given the run's resolved
 configuration; its records (config.json, metrics.json, history.csv, a short log.txt) go to
@@ -26,11 +26,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from . import io
-from .config import list_variants, load_profile, resolve
-from .methods import list_methods
-from .paths import NOTEBOOKS, ROOT, checkpoints_dir, portable, results_dir
-from .run import is_complete
+from fgvc import io
+from fgvc.study.config import list_variants, load_profile, resolve
+from fgvc.methods import list_methods
+from fgvc.paths import NOTEBOOKS, ROOT, checkpoints_dir, portable, results_dir
+from fgvc.study.run import is_complete
 
 TRAIN_NOTEBOOK = NOTEBOOKS / "10_train.ipynb"
 
@@ -129,7 +129,7 @@ def execute(cfg: dict, threads: int | None = None, log=None) -> None:
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     env.setdefault("TQDM_DISABLE", "1")
-    cmd = [sys.executable, "-m", "fgvc.notebook", str(TRAIN_NOTEBOOK), str(executed),
+    cmd = [sys.executable, "-m", "fgvc.study.notebook", str(TRAIN_NOTEBOOK), str(executed),
            "--parameters", json.dumps(params), "--cwd", str(ROOT), "--kernel", "python3"]
     lines = [f"{_now()} start {rid} (config {cfg['config_hash']}): "
              f"{portable(str(TRAIN_NOTEBOOK))} through papermill {version('papermill')}",
@@ -199,7 +199,7 @@ def run_grid(specs: list[RunSpec], workers: int = 1, backend: str = "local",
     print(f"grid: {len(configs)} runs, {len(result['skipped'])} already complete, "
           f"{len(todo)} to run with {workers} worker(s) [{backend}]", file=out, flush=True)
     if backend == "slurm":
-        from .slurm import submit_grid  # a backend: it imports nothing of the grid
+        from fgvc.study.slurm import submit_grid  # a backend: it imports nothing of the grid
         return submit_grid(todo, result, out=out, execute=execute, run_lock=run_lock,
                            write_failures=write_failures)
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
@@ -263,7 +263,7 @@ def _list(arg: str | None, kind=str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fgvc.grid", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m fgvc.study.grid", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="transfer")
     p.add_argument("--methods"), p.add_argument("--variants"), p.add_argument("--datasets")
@@ -301,6 +301,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from .cli import run as run_cli
+    from fgvc.cli import run as run_cli
 
     sys.exit(run_cli(main))

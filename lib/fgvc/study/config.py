@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .paths import CONFIGS, ROOT
+from fgvc.paths import CONFIGS, ROOT
 
 SECTIONS = ("data", "model", "train")
 
@@ -63,13 +63,13 @@ def _merge(base: dict, over: dict, where: str) -> dict:
 
 # Settings whose value is one of named choices (strings and booleans mixed), not of the
 # default's kind: train.amp (true / false are the legacy aliases of auto / off) and
-# train.channels_last. Valid values: fgvc.fastpath.AMP_CHOICES / LAYOUT_CHOICES.
+# train.channels_last. Valid values: fgvc.study.fastpath.AMP_CHOICES / LAYOUT_CHOICES.
 CHOICE_SETTINGS = ("train.amp", "train.channels_last")
 
 
 def _check_choices(cfg: dict) -> None:
     """Validate the settings of named choices; amp's legacy booleans become auto / off."""
-    from .fastpath import AMP_CHOICES, LAYOUT_CHOICES, check_choice
+    from fgvc.study.fastpath import AMP_CHOICES, LAYOUT_CHOICES, check_choice
 
     t = cfg["train"]
     if isinstance(t["amp"], bool):
@@ -111,9 +111,9 @@ def resolve(method: str, variant: str = "full", dataset: str | None = None,
             profile: str = "transfer", seed: int = 0, data_root: str | None = None,
             overrides: dict | None = None, run_id: str | None = None) -> dict:
     """The full configuration of one run, validated."""
-    from .data import DATASETS
-    from .methods import method_class
-    from .methods.base import config_fields
+    from fgvc.data import DATASETS
+    from fgvc.methods import method_class
+    from fgvc.methods.base import config_fields
 
     prof = load_profile(profile)
     cls = method_class(method)  # raises with the list of methods
@@ -206,7 +206,7 @@ def from_json(config: str | dict) -> dict:
     cfg = json.loads(config) if isinstance(config, str) else copy.deepcopy(dict(config))
     missing = [k for k in RESOLVED_KEYS if k not in cfg]
     if missing:
-        raise ValueError(f"not a resolved configuration (fgvc.config.resolve): {missing} missing")
+        raise ValueError(f"not a resolved configuration (fgvc.study.config.resolve): {missing} missing")
     return cfg
 
 
@@ -226,7 +226,7 @@ def portable_path(path: str | None) -> str | None:
 
 def config_hash(cfg: dict) -> str:
     """Hash of everything that changes the result (not the run id, paths, worker count or the
-    `machine` section that fgvc.run records)."""
+    `machine` section that fgvc.study.run records)."""
     keep = {k: v for k, v in cfg.items() if k not in ("run_id", "config_hash", "data_root",
                                                        "overrides", "machine")}
     keep["train"] = {k: v for k, v in keep["train"].items() if k not in ("num_workers",)}
