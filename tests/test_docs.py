@@ -112,8 +112,7 @@ def expand(path: str) -> list[str]:
 def path_problem(token: str, root: Path = ROOT) -> str | None:
     """None if repository path `token` exists (a glob matches), or a run creates it."""
     token = token.rstrip("/")
-    if token.split("/")[0] in CREATED_BY_RUNS or any(
-            token == p or token.startswith(p + "/") for p in CREATED_BY_RUNS):
+    if any(token == p or token.startswith(p + "/") for p in CREATED_BY_RUNS):
         return None
     for p in expand(token):
         if "*" in p:
