@@ -1,4 +1,4 @@
-"""focus: learning to focus and discriminate (Feng, Fu, Zhao, ICIP 2019; seed 004).
+"""focus: learning to focus and discriminate (ICIP 2019; seed 004).
 
 One backbone, three softmax heads:
 - image level: backbone -> Z (B, n, h, w) -> GAP -> F^I -> FC (weights W) -> CE;
@@ -22,11 +22,8 @@ Choices where the paper is unclear (Config fields in brackets):
   is zoomed to 128 px, so the shared backbone sees regions at no smaller a scale than the
   whole image. The earlier reading kept the ratio [zoom_px = 0: zoom_frac = 224/448 of the
   input side], so at 128 px every 46 px window met the backbone at 64 px, half the input's
-  side. On SynthBirds' photo mode (transfer profile, 5 seeds, paired) today's (with
-  m = l = 2) beat that reading by 6.8 points (+2.9 to +10.7) on a 2-core Intel Xeon with
-  every method at lr 0.02; on the AMD EPYC at the swept lrs by 0.75 (-9.4 to +10.9, 3 seeds),
-  both trailing the tuned baseline until the loss ramp below (README, "focus on photo-like
-  images"). What it costs: at 128 px a region costs as much as the image pass (4x the ratio
+  side (the two readings measured against each other: docs/lab-record.md#focus-the-zoom-size).
+  What it costs: at 128 px a region costs as much as the image pass (4x the ratio
   reading), so a CPU budget pays for fewer regions (the transfer profile's m).
 - Window scales are not given: one scale by default [window_scales, multipliers of
   window_frac; several give multi-scale windows, best used with score="mean", since with
@@ -58,10 +55,9 @@ Choices where the paper is unclear (Config fields in brackets):
   the species, and the hybrid head learns on those regions. [branch_warmup = E] ramps the
   region and hybrid CE weights linearly from 0 to 1 over the first E epochs (the image CE
   weighs 1 throughout; the reported loss parts stay unweighted); after E epochs the loss is
-  the paper's. The transfer profile uses E = 2 of its 5 epochs: with it the lr sweep chose
-  the baseline's 0.08 for focus (0.02 without), and focus - baseline went from -13.3 (95 % CI
-  -23.0 to -3.7) to -0.8 (-18.7 to +17.2), seeds 0-2; without the ramp at 0.08 it stays below
-  (-7.1, -12.7 to -1.4) (README, "focus on photo-like images").
+  the paper's. The transfer profile uses E = 2 of its 5 epochs; what the ramp changes (the lr
+  the sweep chooses for focus, its gap to the baseline, where its windows land), measured:
+  docs/lab-record.md#focus-on-photo-like-images-the-failure-and-the-fix.
 - Eval mode crops and encodes only the l regions the hybrid head needs, not all m.
 - NMS on CUDA returns a variable number of boxes, which costs one host sync per step.
 """

@@ -46,10 +46,10 @@ Why these defaults (issue 18): in the earlier reading (named variant `separate_h
 `final` "fused", `con_head` "fc", `twin_init` False) the dis / con chains and a confusable
 FC of its own fed only their losses. Both losses then have trivial minimisers (a constant dis
 embedding gives L_dis = 0; the FC's bias alone, with a zero weight, gives L_con = 0) and stop
-shaping the attention once there. tests/test_lafe.py trains both readings 200 steps on 64
-fixed images (frozen tiny backbone): the earlier one's dis stream dies (spread across the
-batch 0, L_dis sends no gradient to the attention), the default's keeps a spread of about a
-quarter of its start. Effect on accuracy: not measured in this study.
+shaping the attention once there. tests/test_lafe.py trains both readings on fixed images:
+under the earlier one the dis stream dies (L_dis sends no gradient to the attention), under
+the default it does not (measured: docs/lab-record.md#lafe-what-the-classifier-reads).
+Effect on accuracy: not measured in this study.
 
 Choices where the paper is unclear (Config field; default; alternatives):
 - Where the attention sits: the text takes "the original features that do not pass the
