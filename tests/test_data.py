@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import sys
-import types
 from collections import Counter
 from pathlib import Path
 
