@@ -81,10 +81,13 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+if TYPE_CHECKING:
+    from fgvc.data.base import Split
 
 GENERATOR_VERSION: int = 1
 META_FILE = "synthbirds.json"
@@ -1081,7 +1084,7 @@ def default_root(synth: dict | None = None) -> Path:
     return data_dir() / "synthbirds" / name
 
 
-def load_synthbirds(root: str | os.PathLike, seed: int = 0, **size_kwargs):
+def load_synthbirds(root: str | os.PathLike, seed: int = 0, **size_kwargs) -> Split:
     """Generate SynthBirds in CUB layout under `root` if absent, then read it with the CUB loader
     (which takes each class's genus from the set's synthbirds.json: fgvc.data.cub.synthbirds_genera)."""
     from fgvc.data.cub import load_cub
@@ -1089,11 +1092,11 @@ def load_synthbirds(root: str | os.PathLike, seed: int = 0, **size_kwargs):
     return load_cub(ensure(root, seed=seed, **size_kwargs))
 
 
-def _load(root: Path, synth: dict | None = None, **options):
+def _load(root: Path, synth: dict | None = None, **options) -> Split:
     return load_synthbirds(root, **(synth or {}))
 
 
-def _inspect(root: Path):
+def _inspect(root: Path) -> Split:
     """``check synthbirds`` reads what is on disk; it never generates."""
     from fgvc.data.base import DatasetNotFound
     from fgvc.data.cub import load_cub
