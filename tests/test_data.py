@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import sys
-import types
 from collections import Counter
 from pathlib import Path
 
@@ -225,9 +224,9 @@ def test_synthbirds_delegates_to_generator_then_cub_loader(tmp_path, monkeypatch
         make_cub(root, n_classes=2, per_class=4)
         return Path(root)
 
-    fake = types.SimpleNamespace(ensure=ensure)
-    monkeypatch.setitem(sys.modules, "fgvc.data.synthbirds", fake)
-    monkeypatch.setattr(fd, "synthbirds", fake, raising=False)
+    from fgvc.data import synthbirds
+
+    monkeypatch.setattr(synthbirds, "ensure", ensure)
     b = build_data("synthbirds", tmp_path / "sb", resize=32, crop=32, synth={"seed": 5, "n_species": 2})
     assert calls == [(tmp_path / "sb", 5, {"n_species": 2})]
     assert b.num_classes == 2 and len(b.test) == 4

@@ -4,6 +4,7 @@ import json
 import pandas as pd
 import pytest
 
+from fgvc.methods import list_methods
 from fgvc.study import sweep
 
 
@@ -41,11 +42,10 @@ def test_report_reads_records_and_never_the_test_split(tmp_path, monkeypatch):
     assert pd.read_csv(tmp_path / "sweep" / "sweep.csv")["val_top1"].dtype.kind == "f"
 
 
-@pytest.mark.parametrize("method", ["baseline", "ma_ea", "lafe", "pcanet", "focus"])
+@pytest.mark.parametrize("method", list_methods())
 def test_profile_lr_is_the_committed_sweep_choice(method):
     """The default profile's per-method lr equals the choice from the committed sweep records."""
     from fgvc.study.config import resolve
-    from fgvc.methods import list_methods
     from fgvc.paths import ROOT
     chosen = ROOT / "results" / "sweep" / "chosen.csv"
     if not chosen.is_file():

@@ -255,7 +255,7 @@ def test_preset_and_overrides():
     with pytest.raises(ValueError, match="photo"):
         sb.spec(0, preset="fotograph")
     # a profile's data.synth dict reaches spec() as keyword arguments (fgvc.data.registry)
-    from fgvc.data.registry import synthbirds_root
+    from fgvc.data import synthbirds_root
     assert synthbirds_root({"preset": "photo"}) == synthbirds_root(PHOTO) != synthbirds_root({})
     assert synthbirds_root({"background": 0.0}) == synthbirds_root({})
 

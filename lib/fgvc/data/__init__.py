@@ -7,7 +7,8 @@
 Every loader returns a :class:`Split` (official train/test, class names, boxes/parts);
 :func:`build_data` adds the seeded stratified validation split carved from train, the
 shared transforms, and a one-time scan for unreadable images. Command line:
-``python -m fgvc.data {check,download,generate} ...`` (see ``__main__.py``).
+``python -m fgvc.data {check,download,generate} ...`` (see ``__main__.py``). Which datasets
+exist, their names and order: :mod:`fgvc.data.registry` (one module per dataset, discovered).
 """
 from __future__ import annotations
 
@@ -20,9 +21,12 @@ from fgvc.data.base import (BadImage, CorruptImagesError, DatasetNotFound, Image
 from fgvc.data.cars import load_cars
 from fgvc.data.cub import load_cub
 from fgvc.data.genera import CARS_MULTIWORD_MAKES, aircraft_families, cars_make, cub_genus, genus_index, synthbirds_genera
-from fgvc.data.registry import DATASETS, default_root, load_split, load_synthbirds, synthbirds_root
+from fgvc.data.registry import (DATASETS, DatasetInfo, dataset_info, dataset_root, default_root, display_name,
+                                list_datasets, load_split, paper_dataset, paper_datasets, register_dataset)
 from fgvc.data.samplers import PairedBatchSampler
 from fgvc.data.splits import stratified_split
+from fgvc.data.synthbirds import default_root as synthbirds_root
+from fgvc.data.synthbirds import load_synthbirds
 from fgvc.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms, denormalize
 
 
@@ -57,7 +61,7 @@ def build_data(name: str, root: str | os.PathLike | None = None, *, resize: int,
     """Load dataset `name`, carve a stratified validation split from train, attach transforms.
 
     - `root`: dataset root (relative paths are taken from the repository root); default
-      ``default_root(name)``.
+      ``dataset_root(name, synth)``.
     - `val_fraction`, `seed`: validation split (see :func:`stratified_split`); test is untouched.
     - `check_images`: decode every image once before training. A bad image (missing,
       truncated, unreadable) raises :class:`CorruptImagesError` listing each path and reason,
@@ -74,8 +78,7 @@ def build_data(name: str, root: str | os.PathLike | None = None, *, resize: int,
 
     from fgvc.data.prepare import CachedImageDataset, find_cache
 
-    data_root = _resolve_path(root) if root is not None else (
-        synthbirds_root(synth) if name == "synthbirds" else default_root(name))
+    data_root = _resolve_path(root) if root is not None else dataset_root(name, synth)
     prepared = find_cache(name, data_root, split.train + split.test, resize, split.crop_bottom, cache)
     # ---------------------------------------------------------------------------------------
     bad: list[tuple[str, str]] = []
@@ -114,7 +117,9 @@ def build_data(name: str, root: str | os.PathLike | None = None, *, resize: int,
 
 
 __all__ = [
-    "BadImage", "CARS_MULTIWORD_MAKES", "CorruptImagesError", "DATASETS", "DataBundle", "DatasetNotFound",
+    "BadImage", "CARS_MULTIWORD_MAKES", "CorruptImagesError", "DATASETS", "DataBundle", "DatasetInfo",
+    "DatasetNotFound", "dataset_info", "dataset_root", "display_name", "list_datasets", "paper_dataset",
+    "paper_datasets", "register_dataset",
     "IMAGENET_MEAN", "IMAGENET_STD", "ImageDataset", "MalformedIndex", "PairedBatchSampler", "Sample", "Split",
     "aircraft_families", "build_data", "build_transforms", "cars_make", "cub_genus", "default_root", "denormalize",
     "genus_index", "load_aircraft", "load_cars", "load_cub", "load_rgb", "load_split", "load_synthbirds",

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 from fgvc.data.base import DatasetNotFound, MalformedIndex, Sample, Split, read_rows, require_file, xyxy1_to_xywh
-from fgvc.data.genera import aircraft_families
+from fgvc.data.registry import DatasetInfo, register_dataset
 
 NAME = "FGVC-Aircraft"
 BANNER_PX = 20
@@ -69,3 +70,51 @@ def load_aircraft(root: str | os.PathLike, remove_banner: bool = True) -> Split:
     return Split(train=read("trainval"), test=read("test"), classes=classes,
                  crop_bottom=BANNER_PX if remove_banner else 0,
                  genera=aircraft_families(data, classes, NAME, FIX))
+
+
+def aircraft_families(data: Path, classes: Sequence[str], dataset: str = "FGVC-Aircraft",
+                      fix: str = "") -> list[str] | None:
+    """The family of each variant in `classes`, from the family files in the ``data`` folder.
+
+    None when ``images_family_trainval.txt`` / ``images_family_test.txt`` are absent. A variant
+    seen with two families, a variant without any image in the family files, or a family not
+    in ``families.txt`` (when that file is there) raises :class:`MalformedIndex`.
+    """
+    data = Path(data)
+    family_files = [data / f"images_family_{s}.txt" for s in ("trainval", "test")]
+    if not all(p.is_file() for p in family_files):
+        return None
+    variant_of: dict[str, str] = {}
+    for s in ("trainval", "test"):
+        for image_id, variant in read_rows(data / f"images_variant_{s}.txt", (str, str), dataset,
+                                           text_last=True, how_to_fix=fix):
+            variant_of[image_id] = variant
+    family: dict[str, str] = {}
+    for path in family_files:
+        for image_id, fam in read_rows(path, (str, str), dataset, text_last=True, how_to_fix=fix):
+            variant = variant_of.get(image_id)
+            if variant is None:
+                continue  # an image without a variant line: no class to name
+            if family.setdefault(variant, fam) != fam:
+                raise MalformedIndex(f"{dataset}: variant {variant!r} has two families in {data} "
+                                     f"({family[variant]!r} and {fam!r}, image {image_id}). {fix}".rstrip())
+    missing = [v for v in classes if v not in family]
+    if missing:
+        raise MalformedIndex(f"{dataset}: no family for variant(s) {missing} in "
+                             f"{family_files[0].name} / {family_files[1].name} under {data}. {fix}".rstrip())
+    out = [family[v] for v in classes]
+    listed = data / "families.txt"
+    if listed.is_file():
+        known = {line.strip() for line in listed.read_text(encoding="utf-8").splitlines() if line.strip()}
+        unknown = sorted(set(out) - known)
+        if unknown:
+            raise MalformedIndex(f"{dataset}: families {unknown} are not listed in {listed}. {fix}".rstrip())
+    return out
+
+
+def _load(root: Path, remove_banner: bool = True, **options) -> Split:
+    return load_aircraft(root, remove_banner=remove_banner)
+
+
+DATASET = register_dataset(DatasetInfo(name="aircraft", title=NAME, load=_load, paper="aircraft", short="Aircraft",
+                                       order=40))

@@ -13,7 +13,7 @@ dataset cannot be fetched by the study: place the files yourself. Expected layou
 Some mirrors nest the image folders (``cars_train/cars_train/*.jpg``); that is accepted.
 Each annotation has fields ``bbox_x1 bbox_y1 bbox_x2 bbox_y2 class fname``; corners are
 1-based inclusive pixels and become a 0-based ``(x, y, w, h)`` box; ``class`` is 1-based.
-``Split.genera`` gives each class its make (fgvc.data.genera.cars_make).
+``Split.genera`` gives each class its make (:func:`cars_make`).
 """
 from __future__ import annotations
 
@@ -24,10 +24,14 @@ import numpy as np
 import scipy.io
 
 from fgvc.data.base import DatasetNotFound, MalformedIndex, Sample, Split, xyxy1_to_xywh
-from fgvc.data.genera import cars_make
+from fgvc.data.registry import DatasetInfo, register_dataset
 
 NAME = "Stanford Cars"
 TEST_ANNOS = "cars_test_annos_withlabels.mat"
+
+CARS_MULTIWORD_MAKES = ("AM General", "Aston Martin", "Land Rover")
+"""The makes of Stanford Cars' 196 class names written as two words; every other make is the
+first word of its class names (Mercedes-Benz, Rolls-Royce, HUMMER, Ram, smart, Eagle, ...)."""
 
 
 def _base(root: Path) -> Path:
@@ -127,3 +131,42 @@ def load_cars(root: str | os.PathLike) -> Split:
     train = _samples(_annotations(train_annos), _image_dir(base, "cars_train"), len(classes), train_annos)
     test = _samples(_annotations(test_annos), _image_dir(base, "cars_test"), len(classes), test_annos)
     return Split(train=train, test=test, classes=classes, genera=[cars_make(c) for c in classes])
+
+
+def cars_make(class_name: str) -> str:
+    """The make of a Stanford Cars class name (``AM General Hummer SUV 2000`` -> ``AM General``)."""
+    for make in CARS_MULTIWORD_MAKES:
+        if class_name == make or class_name.startswith(make + " "):
+            return make
+    return class_name.split()[0]
+
+
+def _place(root: Path, info: dict, log) -> Path:
+    """``download cars``: there is no public source; say which files go where unless they are there."""
+    if missing_files(root):
+        raise DatasetNotFound(instructions(root))
+    log(f"{info['title']}: all files in place under {root}")
+    return root
+
+
+def _label_file_notes(root: Path, manifest: dict) -> list[str]:
+    """``check cars``: whether the test-label file is the original one (by its md5 in the manifest)."""
+    from fgvc.data.download import file_hashes, known
+
+    path = _test_annos(_base(root))
+    entry = next((a for a in (manifest.get("cars") or {}).get("archives", []) if a["filename"] == TEST_ANNOS), None)
+    if path is None or entry is None or known(entry.get("md5")) is None:
+        return []
+    md5 = file_hashes(path, ("md5",))["md5"]
+    if md5 == entry["md5"]:
+        return [f"{TEST_ANNOS}: md5 matches the original file"]
+    return [f"{TEST_ANNOS}: md5 {md5} differs from the original file's {entry['md5']} "
+            "(a re-saved mirror copy may still be correct; the split counts above are what matter)"]
+
+
+def _load(root: Path, **options) -> Split:
+    return load_cars(root)
+
+
+DATASET = register_dataset(DatasetInfo(name="cars", title=NAME, load=_load, paper="cars", short="Cars", order=30,
+                                       place=_place, notes=_label_file_notes))

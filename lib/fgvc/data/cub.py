@@ -21,16 +21,19 @@ files give them (pixels of the original image); a part that is not visible has (
 from __future__ import annotations
 
 import os
+import json
 from collections import defaultdict
 from pathlib import Path
+from typing import Sequence
 
 from fgvc.data.base import DatasetNotFound, MalformedIndex, Sample, Split, read_rows, require_file
-from fgvc.data.genera import cub_genus, synthbirds_genera
+from fgvc.data.registry import DatasetInfo, register_dataset
 
 NAME = "CUB-200-2011"
 HOW_TO_GET = ("Get it with `python -m fgvc.data download cub --root R` (the Caltech archive "
               "CUB_200_2011.tgz), or extract CUB_200_2011.tgz yourself so that R/CUB_200_2011/images.txt exists.")
 FIX = "Re-extract CUB_200_2011.tgz (or re-run `python -m fgvc.data download cub`)."
+SYNTHBIRDS_META = "synthbirds.json"  # fgvc.data.synthbirds.META_FILE (not imported: the generator reads with this loader)
 
 
 def find_cub_dir(root: str | os.PathLike) -> Path:
@@ -90,5 +93,34 @@ def load_cub(root: str | os.PathLike) -> Split:
 
 def _genera(base: Path, classes: list[str]) -> list[str]:
     """The genus of each class: a SynthBirds set's own genera (its synthbirds.json), else the
-    CUB rule, the last word of the class name (fgvc.data.genera.cub_genus)."""
+    CUB rule, the last word of the class name (:func:`cub_genus`)."""
     return synthbirds_genera(base, classes) or [cub_genus(c) for c in classes]
+
+
+def cub_genus(class_name: str) -> str:
+    """The CUB bird group of a class name: its last word (``NNN.`` prefix and ``_`` separators)."""
+    number, dot, rest = class_name.partition(".")
+    name = rest if dot and number.isdigit() else class_name
+    return name.replace(" ", "_").strip("_").split("_")[-1]
+
+
+def synthbirds_genera(base: Path, classes: Sequence[str]) -> list[str] | None:
+    """The genus of each class of a SynthBirds set in CUB layout, from its synthbirds.json
+    (the generator's genera x species); None for a folder that is not such a set, or whose
+    classes are not those of `classes` (``NNN.<name>``, in order)."""
+    try:
+        meta = json.loads((Path(base) / SYNTHBIRDS_META).read_text())
+        names = [g["name"] for g in meta["genera"]]
+        if [c["name"] for c in meta["classes"]] != [c.partition(".")[2] for c in classes]:
+            return None
+        return [names[c["genus"]] for c in meta["classes"]]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _load(root: Path, **options) -> Split:
+    return load_cub(root)
+
+
+DATASET = register_dataset(DatasetInfo(name="cub", title=NAME, load=_load, paper="cub", short="CUB", order=20))
+

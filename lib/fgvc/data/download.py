@@ -1,12 +1,14 @@
 """Fetch, verify and extract the public datasets; check any dataset root against the manifest.
 
-``manifest.json`` (beside this file) lists, per dataset, its archives (name, URL, size,
+``manifest.json`` (beside this file) lists, per dataset (under the key its module declares,
+:attr:`fgvc.data.registry.DatasetInfo.manifest_key`), its archives (name, URL, size,
 checksums, with ``"unknown"`` where we could not verify a value) and the expected split
 counts. A download goes to ``<archive>.part`` and is resumed with an HTTP Range request
 when the server supports it; only a fully fetched file whose checksums match is renamed
 to its final name and extracted (``tarfile`` with the ``data`` filter, so no path escapes
 the root). A marker file ``.<archive>.extracted`` records a finished extraction.
-Stanford Cars has no public source: :func:`download` explains which files to place where.
+A dataset may replace the archive download (Stanford Cars has no public source: its `place`
+explains which files to put where) or add lines to :func:`check` (its `notes`).
 """
 from __future__ import annotations
 
@@ -115,26 +117,20 @@ def download(name: str, root: str | os.PathLike | None = None, *, manifest: dict
     """Fetch, verify and extract dataset `name` into `root` (default: ``default_root(name)``).
 
     Skips what is already done (extraction marker present). A checksum mismatch deletes the
-    bad file and raises :class:`ChecksumMismatch`. For Stanford Cars (no public source) it
-    raises :class:`DatasetNotFound` with placement instructions unless the files are there.
+    bad file and raises :class:`ChecksumMismatch`. A dataset that declares `place` is not
+    fetched (Stanford Cars, no public source: :class:`DatasetNotFound` with placement
+    instructions unless the files are there).
     """
-    from fgvc.data import default_root  # lazy: fgvc.data imports this module's users
+    from fgvc.data.registry import dataset_info, dataset_root
 
+    ds = dataset_info(name)  # an unknown name is an error listing the valid ones
     manifest = manifest or load_manifest()
-    if name not in manifest or name.startswith("_"):
-        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(k for k in manifest if not k.startswith('_'))}")
-    info = manifest[name]
-    root = Path(root).expanduser() if root is not None else default_root(name)
-    if name == "cars":
-        from fgvc.data.cars import instructions, missing_files
-
-        if missing_files(root):
-            raise DatasetNotFound(instructions(root))
-        log(f"{info['title']}: all files in place under {root}")
-        return root
+    info = manifest.get(ds.manifest_key) or {}
+    root = Path(root).expanduser() if root is not None else dataset_root(name)
+    if ds.place is not None:
+        return ds.place(root, info, log)
     if not info.get("downloadable"):
-        raise ValueError(f"{name} is not downloaded: " + ("generate it with `python -m fgvc.data generate synthbirds`"
-                                                         if name == "synthbirds" else "see data/README.md"))
+        raise ValueError(f"{name} is not downloaded: {ds.how_to_get}")
     root.mkdir(parents=True, exist_ok=True)
     for entry in info["archives"]:
         archive = root / entry["filename"]
@@ -196,54 +192,28 @@ def check(name: str, root: str | os.PathLike | None = None, *, scan: bool = Fals
     With ``scan=True`` every image is also decoded once and each bad one is a problem.
     A missing dataset is reported as a problem carrying the DatasetNotFound message.
     """
-    from fgvc.data import DATASETS, default_root, synthbirds_root
+    from fgvc.data.registry import dataset_info, dataset_root
 
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
+    ds = dataset_info(name)  # an unknown name is an error listing the valid ones
     manifest = manifest or load_manifest()
-    root = Path(root).expanduser() if root is not None else (
-        synthbirds_root() if name == "synthbirds" else default_root(name))
+    root = Path(root).expanduser() if root is not None else dataset_root(name)
     report = CheckReport(name, root)
     try:
-        split = DATASETS[name](root) if name != "synthbirds" else _load_existing_synthbirds(root)
+        split = (ds.inspect or ds.load)(root)
     except DatasetNotFound as e:
         report.problems.append(str(e))
         return report
     report.split = split
-    expected = (manifest.get(name) or {}).get("expected") or {}
+    expected = (manifest.get(ds.manifest_key) or {}).get("expected") or {}
     found = {"train": len(split.train), "test": len(split.test), "classes": len(split.classes),
              "parts": len(split.part_names or [])}
     for key in ("train", "test", "classes", "parts"):
         if key in expected and expected[key] != found[key]:
             report.problems.append(f"{key}: found {found[key]}, expected {expected[key]}")
-    if name == "cars":
-        report.notes += _check_cars_label_file(root, manifest)
+    if ds.notes is not None:
+        report.notes += ds.notes(root, manifest)
     if scan:
         for path, reason in scan_images(split.train + split.test, split.crop_bottom):
             report.problems.append(f"bad image {path}: {reason}")
     return report
 
-
-def _load_existing_synthbirds(root: Path) -> Split:
-    """`check synthbirds` inspects what is on disk; it never generates."""
-    from fgvc.data.cub import load_cub
-
-    try:
-        return load_cub(root)
-    except DatasetNotFound as e:
-        raise DatasetNotFound(f"{e}\nSynthBirds is generated, not downloaded: "
-                              f"`python -m fgvc.data generate synthbirds --root {root}`") from None
-
-
-def _check_cars_label_file(root: Path, manifest: dict) -> list[str]:
-    from fgvc.data.cars import TEST_ANNOS, _base, _test_annos
-
-    path = _test_annos(_base(root))
-    entry = next((a for a in manifest["cars"]["archives"] if a["filename"] == TEST_ANNOS), None)
-    if path is None or entry is None or known(entry.get("md5")) is None:
-        return []
-    md5 = file_hashes(path, ("md5",))["md5"]
-    if md5 == entry["md5"]:
-        return [f"{TEST_ANNOS}: md5 matches the original file"]
-    return [f"{TEST_ANNOS}: md5 {md5} differs from the original file's {entry['md5']} "
-            "(a re-saved mirror copy may still be correct; the split counts above are what matter)"]

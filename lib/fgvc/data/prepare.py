@@ -39,7 +39,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from fgvc.data.base import BadImage, ImageDataset, Sample, load_rgb
-from fgvc.data.registry import default_root, load_split, synthbirds_root
+from fgvc.data.registry import dataset_root, load_split
 
 VERSION = 1
 INDEX, ARRAY = "index.json", "images.npy"
@@ -136,8 +136,7 @@ def prepare(name: str, size: int, root: str | os.PathLike | None = None, *,
     from fgvc.paths import resolve
 
     split = load_split(name, root, remove_banner=remove_banner, synth=synth)
-    root = resolve(root) if root is not None else (  # the folder load_split read
-        synthbirds_root(synth) if name == "synthbirds" else default_root(name))
+    root = resolve(root) if root is not None else dataset_root(name, synth)  # the folder load_split read
     out = Path(out) if out is not None else default_cache_dir(name, size, root)
     return prepare_samples(split.train + split.test, size, out, crop_bottom=split.crop_bottom,
                            workers=workers, log=log)

@@ -1,5 +1,21 @@
-"""Which datasets exist and where they live: :data:`DATASETS`, :func:`default_root`,
-:func:`load_split` (the official Split of a dataset by name).
+"""Which datasets exist, what they are called and where they live: one :class:`DatasetInfo`
+per dataset, discovered like the methods.
+
+A dataset is one module of this package that calls :func:`register_dataset` at import with
+its :class:`DatasetInfo`: its name (the CLI choice, the config's ``dataset``, ``data/<name>``),
+its loader, its display name ("CUB-200-2011"), which paper column its numbers stand beside,
+and its key in ``manifest.json``. The module also holds its loader and its genus rule (the
+coarse level the loader writes into ``Split.genera``). Every public module of this folder except
+the infrastructure of :data:`NOT_DATASETS` is imported on first use (:func:`dataset_modules`),
+so a new module is found by itself: by ``python -m fgvc.data``, the train CLI, the config
+validation, the grid, the results tables and figures (which keep no list of names).
+
+Checksums and expected split counts stay in ``manifest.json`` beside this file (data, read
+by :mod:`fgvc.data.download`), one entry per dataset under its :attr:`DatasetInfo.manifest_key`;
+a dataset without an entry is not downloadable and is checked without expected counts.
+
+Display order: :func:`list_datasets` returns names by (``order``, name); tables and figures
+show datasets in that order.
 
 A lower module of :mod:`fgvc.data` (which re-exports all of it), so that modules of the
 package such as :mod:`fgvc.data.prepare` can load a split without importing the package
@@ -7,29 +23,152 @@ package such as :mod:`fgvc.data.prepare` can load a split without importing the 
 """
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from fgvc.data.aircraft import load_aircraft
 from fgvc.data.base import Split
-from fgvc.data.cars import load_cars
-from fgvc.data.cub import load_cub
+
+# Modules of this package that are no dataset (shared code); every other public module is
+# one dataset's module and registers it on import.
+NOT_DATASETS = frozenset({"audit", "base", "download", "genera", "prepare", "registry", "samplers", "splits",
+                          "transforms"})
 
 
-def load_synthbirds(root: str | os.PathLike, seed: int = 0, **size_kwargs) -> Split:
-    """Generate SynthBirds in CUB layout under `root` if absent, then read it with :func:`load_cub`."""
-    from fgvc.data import synthbirds  # lazy: written in parallel, and generation needs nothing else from here
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Everything the study needs to know about one dataset, declared in its own module.
 
-    return load_cub(synthbirds.ensure(root, seed=seed, **size_kwargs))
+    - `load(root, **options) -> Split`: read (or, for a generated set, make) the official
+      split; `options` are what :func:`load_split` passes (``remove_banner``, ``synth``), each
+      loader takes the ones it needs.
+    - `title`: the display name in tables and figures.
+    - `paper`: the dataset whose column of the papers' tables stands beside ours ("cub" for
+      SynthBirds); "" = none (no paper reports on it). `short`: how the papers' tables and
+      the variants' notes name it ("CUB"), for datasets that are a paper column.
+    - `order`: display order (ties by name).
+    - `manifest`: its key in manifest.json ("" = the name).
+    - `root(options) -> Path`: default root when it is not ``data/<name>`` (SynthBirds: one
+      folder per generator spec); `inspect(root) -> Split`: read what is on disk without
+      making anything (``check``), default `load`; `place(root, info, log) -> Path`: replaces
+      the archive download (Stanford Cars: no public source, says where to put the files);
+      `notes(root, manifest) -> list[str]`: extra lines for ``check``; `generate(root, seed)`:
+      for a generated set, ``python -m fgvc.data generate``; `how_to_get`: said when a
+      dataset has no download.
+    """
+
+    name: str
+    title: str
+    load: Callable[..., Split]
+    paper: str = ""
+    short: str = ""
+    order: int = 1000
+    manifest: str = ""
+    root: Callable[[dict | None], Path] | None = None
+    inspect: Callable[[Path], Split] | None = None
+    place: Callable[..., Path] | None = None
+    notes: Callable[[Path, dict], list[str]] | None = None
+    generate: Callable[..., Path] | None = None
+    how_to_get: str = "see data/README.md"
+
+    @property
+    def manifest_key(self) -> str:
+        return self.manifest or self.name
 
 
-DATASETS: dict[str, Callable[..., Split]] = {
-    "cub": load_cub,
-    "cars": load_cars,
-    "aircraft": load_aircraft,
-    "synthbirds": load_synthbirds,
-}
+_DATASETS: dict[str, DatasetInfo] = {}
+_loaded = False
+
+
+def register_dataset(info: DatasetInfo) -> DatasetInfo:
+    """Make dataset `info` known under ``info.name`` (one name, one declaration); returns it."""
+    if not info.name:
+        raise ValueError(f"a dataset without a name: {info!r}")
+    old = _DATASETS.get(info.name)
+    if old is not None and old.load is not info.load:
+        raise ValueError(f"dataset name {info.name!r} is taken (loader {old.load.__module__}.{old.load.__qualname__})")
+    _DATASETS[info.name] = info
+    return info
+
+
+def dataset_modules() -> list[str]:
+    """Names of the dataset modules of this package: every module in its folder except
+    :data:`NOT_DATASETS` and private (``_``-prefixed) ones, sorted."""
+    folder = str(Path(__file__).resolve().parent)
+    return sorted(m.name for m in pkgutil.iter_modules([folder])
+                  if not m.ispkg and m.name not in NOT_DATASETS and not m.name.startswith("_"))
+
+
+def _load_all() -> None:
+    """Import every dataset module once; a module that fails to import is an error with its cause."""
+    global _loaded
+    if _loaded:
+        return
+    for mod in dataset_modules():
+        name = f"{__package__}.{mod}"
+        try:
+            importlib.import_module(name)
+        except Exception as e:
+            raise ImportError(f"dataset module {name} failed to import: {type(e).__name__}: {e}", name=name) from e
+    _loaded = True
+
+
+def list_datasets() -> list[str]:
+    """Every registered dataset's name in display order: by its ``order``, then name."""
+    _load_all()
+    return sorted(_DATASETS, key=lambda d: (_DATASETS[d].order, d))
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The declaration of dataset `name`; an unknown name is an error listing the valid ones."""
+    _load_all()
+    if name not in _DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(_DATASETS))}")
+    return _DATASETS[name]
+
+
+def display_name(name: str) -> str:
+    """The title of dataset `name` for tables and figures (the name itself if unknown)."""
+    _load_all()
+    return _DATASETS[name].title if name in _DATASETS else name
+
+
+def paper_dataset(name: str) -> str:
+    """The dataset whose paper numbers stand beside ours on `name` (CUB's for SynthBirds);
+    `name` itself where its declaration names none or it is unknown."""
+    _load_all()
+    info = _DATASETS.get(name)
+    return (info.paper if info is not None and info.paper else name)
+
+
+def paper_datasets() -> list[str]:
+    """The datasets that are a column of the papers' tables (their own `paper`), in display order."""
+    return [d for d in list_datasets() if _DATASETS[d].paper == d]
+
+
+class _Datasets(Mapping):
+    """:data:`DATASETS`: name -> :class:`DatasetInfo` in display order, filled on first use."""
+
+    def __getitem__(self, name: str) -> DatasetInfo:
+        _load_all()
+        return _DATASETS[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list_datasets())
+
+    def __len__(self) -> int:
+        _load_all()
+        return len(_DATASETS)
+
+    def __repr__(self) -> str:
+        return f"DATASETS({list_datasets()})"
+
+
+DATASETS: Mapping[str, DatasetInfo] = _Datasets()
 
 
 def default_root(name: str) -> Path:
@@ -39,9 +178,11 @@ def default_root(name: str) -> Path:
     return data_dir() / name
 
 
-def _check_name(name: str) -> None:
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(DATASETS))}")
+def dataset_root(name: str, options: dict | None = None) -> Path:
+    """The default root of dataset `name` with these generator `options` (SynthBirds: one
+    folder per spec); ``default_root(name)`` for a dataset that declares no `root`."""
+    info = dataset_info(name)
+    return info.root(options) if info.root is not None else default_root(name)
 
 
 def load_split(name: str, root: str | os.PathLike | None = None, *, remove_banner: bool = True,
@@ -49,28 +190,7 @@ def load_split(name: str, root: str | os.PathLike | None = None, *, remove_banne
     """The official Split of dataset `name` (root relative to the repository root; default per name)."""
     from fgvc.paths import resolve
 
-    _check_name(name)
-    if root is not None:
-        root = resolve(root)
-    else:
-        root = synthbirds_root(synth) if name == "synthbirds" else default_root(name)
-    if name == "aircraft":
-        return load_aircraft(root, remove_banner=remove_banner)
-    if name == "synthbirds":
-        return load_synthbirds(root, **(synth or {}))
-    return DATASETS[name](root)
+    info = dataset_info(name)
+    root = resolve(root) if root is not None else dataset_root(name, synth)
+    return info.load(root, remove_banner=remove_banner, synth=synth)
 
-
-def synthbirds_root(synth: dict | None = None) -> Path:
-    """Default root of a SynthBirds set: ``data/synthbirds/<spec>``, one folder per generator
-    spec ("default" for the default one), so runs with different sizes never share a folder."""
-    import hashlib
-    import json
-
-    from fgvc.data import synthbirds
-
-    synth = dict(synth or {})
-    sp = synthbirds.spec(**synth)
-    name = "default" if sp == synthbirds.spec() else \
-        "spec-" + hashlib.sha256(json.dumps(sp, sort_keys=True).encode()).hexdigest()[:10]
-    return default_root("synthbirds") / name

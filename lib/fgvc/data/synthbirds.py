@@ -81,10 +81,13 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+if TYPE_CHECKING:
+    from fgvc.data.base import Split
 
 GENERATOR_VERSION: int = 1
 META_FILE = "synthbirds.json"
@@ -1066,3 +1069,52 @@ def genus_of(root: str | os.PathLike) -> list[int]:
         raise FileNotFoundError(f"{Path(root) / META_FILE} not found: not a SynthBirds root "
                                 "(create one with fgvc.data.synthbirds.ensure(root)).")
     return [c["genus"] for c in meta["classes"]]
+
+
+# --------------------------------------------------------------------------- the dataset
+
+def default_root(synth: dict | None = None) -> Path:
+    """Default root of a SynthBirds set: ``data/synthbirds/<spec>``, one folder per generator
+    spec ("default" for the default one), so runs with different sizes never share a folder."""
+    from fgvc.paths import data_dir
+
+    sp = spec(**dict(synth or {}))
+    name = "default" if sp == spec() else \
+        "spec-" + hashlib.sha256(json.dumps(sp, sort_keys=True).encode()).hexdigest()[:10]
+    return data_dir() / "synthbirds" / name
+
+
+def load_synthbirds(root: str | os.PathLike, seed: int = 0, **size_kwargs) -> Split:
+    """Generate SynthBirds in CUB layout under `root` if absent, then read it with the CUB loader
+    (which takes each class's genus from the set's synthbirds.json: fgvc.data.cub.synthbirds_genera)."""
+    from fgvc.data.cub import load_cub
+
+    return load_cub(ensure(root, seed=seed, **size_kwargs))
+
+
+def _load(root: Path, synth: dict | None = None, **options) -> Split:
+    return load_synthbirds(root, **(synth or {}))
+
+
+def _inspect(root: Path) -> Split:
+    """``check synthbirds`` reads what is on disk; it never generates."""
+    from fgvc.data.base import DatasetNotFound
+    from fgvc.data.cub import load_cub
+
+    try:
+        return load_cub(root)
+    except DatasetNotFound as e:
+        raise DatasetNotFound(f"{e}\nSynthBirds is generated, not downloaded: "
+                              f"`python -m fgvc.data generate synthbirds --root {root}`") from None
+
+
+def _register() -> None:
+    from fgvc.data.registry import DatasetInfo, register_dataset
+
+    register_dataset(DatasetInfo(
+        name="synthbirds", title="SynthBirds", load=_load, paper="cub", order=10, root=default_root,
+        inspect=_inspect, generate=ensure,
+        how_to_get="generate it with `python -m fgvc.data generate synthbirds`"))
+
+
+_register()

@@ -32,7 +32,6 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "fastpath"
-METHODS = ["baseline", "ma_ea", "lafe", "pcanet", "focus"]
 ONE_EPOCH = {"train.epochs": 1, "train.warmup_epochs": 0}
 
 
@@ -74,8 +73,10 @@ def parity() -> None:
 
 
 def speed() -> None:
+    from fgvc.methods import list_methods
+
     specs = []
-    for m in METHODS:  # each method's two layouts next to each other: they run side by side
+    for m in list_methods():  # each method's two layouts next to each other: they run side by side
         for layout in (True, False):
             specs += _plan([m], [0], {**ONE_EPOCH, "train.amp": "off", "train.channels_last": layout})
     run_into(OUT / "speed", specs, 2, 1)

@@ -19,7 +19,7 @@ class BaselineConfig(MethodConfig):
     dropout: float = 0.0
 
 
-@register
+@register(order=10)
 class Baseline(Method):
     name = "baseline"
     Config = BaselineConfig

@@ -92,7 +92,7 @@ class FocusConfig(MethodConfig):
     branch_warmup: float = 0.0           # epochs over which region + hybrid CE ramp 0 -> 1
 
 
-@register
+@register(order=50)
 class Focus(Method):
     name = "focus"
     Config = FocusConfig

@@ -211,7 +211,7 @@ class StageFusion(nn.Module):
         return F.relu(self.bn(self.w1(u + p)))             # (B, C, H, W)
 
 
-@register
+@register(order=30)
 class Lafe(Method):
     name = "lafe"
     Config = LafeConfig

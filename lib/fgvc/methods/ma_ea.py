@@ -115,7 +115,7 @@ class MaEaConfig(MethodConfig):
     test_logits: str = "first"                # "first" | "mean" (of both passes)
 
 
-@register
+@register(order=20)
 class MaEa(Method):
     name = "ma_ea"
     Config = MaEaConfig

@@ -196,7 +196,7 @@ def _check(name: str, value: str, valid: tuple[str, ...]) -> None:  # pragma: no
         raise ValueError(f"pcanet.{name} = {value!r}; valid: {list(valid)}")
 
 
-@register
+@register(order=40)
 class PCANet(Method):
     name = "pcanet"
     Config = PCANetConfig

@@ -19,7 +19,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from fgvc.study.results import DATASET_NAMES, METHOD_ORDER, PROTOCOLS  # noqa: E402,F401
+from fgvc.data.registry import display_name, paper_dataset  # noqa: E402
+from fgvc.methods import list_methods, method_rank  # noqa: E402
+from fgvc.study.results import PROTOCOLS  # noqa: E402,F401
 
 
 def save(fig, path) -> None:
@@ -128,13 +130,13 @@ def ablation_chart(table: pd.DataFrame, method: str, dataset: str):
     fig, ax = plt.subplots(figsize=(1.3 * len(t) + 2.5, 3.8))
     w = 0.38
     ours = ax.bar(x - w / 2, t["mean"], w, color="tab:blue",
-                  label=f"ours ({DATASET_NAMES.get(dataset, dataset)}, mean ± std over seeds)")
+                  label=f"ours ({display_name(dataset)}, mean ± std over seeds)")
     many = (std > 0).to_numpy()
     if many.any():
         ax.errorbar((x - w / 2)[many], t["mean"][many], yerr=std[many], fmt="none", capsize=3,
                     ecolor="black", lw=1)
     paper = pd.to_numeric(t["paper"], errors="coerce")
-    paper_ds = "CUB" if dataset == "synthbirds" else DATASET_NAMES.get(dataset, dataset)
+    paper_ds = display_name(paper_dataset(dataset))  # CUB-200-2011's numbers on SynthBirds
     theirs = ax.bar(x + w / 2, paper.fillna(0), w, color="tab:gray", alpha=0.7,
                     label=f"paper ({paper_ds})")
     for bars, values, extra, above in ((ours, t["mean"], [f"\nn={n}" for n in t["n"]], std),
@@ -215,7 +217,7 @@ def cost_accuracy(points: pd.DataFrame, title: str = ""):
     protocol where known: the title names them). Variant labels are placed so that none
     overlaps another (:func:`place_labels`); the methods' legend sits outside the axes."""
     fig, ax = plt.subplots(figsize=(7.4, 4.6))
-    colours = dict(zip(METHOD_ORDER, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    colours = dict(zip(list_methods(), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     several = "protocol" in points and points["protocol"].nunique() > 1
     labels = []
     for method, g in points.groupby("method", sort=False):
@@ -256,9 +258,8 @@ def learning_curves(history: pd.DataFrame, title: str = ""):
     has_val = "val_top1" in history and history["val_top1"].notna().any()
     right = "val_top1" if has_val else "train_top1"
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.9))
-    colours = dict(zip(METHOD_ORDER, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    methods = sorted(history["method"].unique(), key=lambda m: (METHOD_ORDER.index(m)
-                     if m in METHOD_ORDER else 99, m))
+    colours = dict(zip(list_methods(), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    methods = sorted(history["method"].unique(), key=method_rank)
     for method in methods:
         g = history[history["method"] == method]
         n = g["seed"].nunique() if "seed" in g else 1

@@ -22,13 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fgvc.data.registry import DATASETS, display_name, paper_dataset, paper_datasets
+from fgvc.methods import method_rank
 from fgvc.study.config import load_variants
 from fgvc.paths import CONFIGS, results_dir
 from fgvc.study.stats import paired_difference, t_interval
 
-DATASET_NAMES = {"synthbirds": "SynthBirds", "cub": "CUB-200-2011", "cars": "Stanford Cars",
-                 "aircraft": "FGVC-Aircraft"}
-METHOD_ORDER = ["baseline", "ma_ea", "lafe", "pcanet", "focus"]
+# Names and order of datasets and methods come from their registries (fgvc.data.registry:
+# display_name, paper_dataset; fgvc.methods: list_methods, method_rank), never from a list here.
 PROTOCOLS = {"val": "held-out val split, best epoch tested",
              "paper": "whole train set, final epoch tested"}
 # Written into metrics.json by newer runs (percent); older records lack them (-> NaN).
@@ -111,7 +112,7 @@ def _prepare(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _method_rank(method: str) -> tuple:
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else 99, method)
+    return method_rank(method)  # display order: fgvc.methods.list_methods
 
 
 def _variant_rank(method: str, variant: str) -> int:
@@ -133,18 +134,10 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- paper numbers
 
-def paper_dataset(dataset: str) -> str:
-    """The paper dataset whose numbers stand beside ours: CUB's for SynthBirds."""
-    return "cub" if dataset == "synthbirds" else dataset
-
-
 def paper_number(method: str, variant: str, dataset: str) -> float | None:
     """The paper's top-1 for a variant on a paper dataset (cub | cars | aircraft), or None."""
     value = (load_variants(method).get(variant, {}).get("paper") or {}).get(dataset)
     return None if value is None else float(value)
-
-
-_NOTE_DATASETS = {"cub": "cub", "cars": "cars", "aircraft": "aircraft"}
 
 
 def paper_baseline(method: str, dataset: str) -> tuple[float | None, str]:
@@ -160,8 +153,10 @@ def paper_baseline(method: str, dataset: str) -> tuple[float | None, str]:
         return float(given), f"{method}.yaml full paper_baseline"
     m = re.search(r"plain ResNet-50 row[^:]*:(.*)", str(full.get("note") or ""), re.S)
     if m:
-        found = {_NOTE_DATASETS[k.lower()]: float(v)
-                 for k, v in re.findall(r"\b(CUB|Cars|Aircraft)\s+(\d+(?:\.\d+)?)", m.group(1))}
+        short = {DATASETS[d].short: d for d in paper_datasets() if DATASETS[d].short}  # "CUB" -> "cub"
+        words = "|".join(re.escape(w) for w in short)
+        found = {short[k]: float(v) for k, v in re.findall(rf"\b({words})\s+(\d+(?:\.\d+)?)", m.group(1))} \
+            if short else {}
         if dataset in found:
             return found[dataset], f"{method}.yaml full note (plain ResNet-50 row)"
     value = paper_number(*BASELINE, dataset)
@@ -563,10 +558,10 @@ def accuracy_table(runs: pd.DataFrame, variant: str = "full") -> pd.DataFrame:
     s = s[s["variant"] == variant]
     table = {}
     for (method, dataset), row in s.set_index(["method", "dataset"]).iterrows():
-        name = DATASET_NAMES.get(dataset, dataset)
+        name = display_name(dataset)
         table.setdefault(method, {})[f"{name} (ours)"] = _fmt(row["mean"], row["std"], row["n"])
-    papers = {m: {f"paper {DATASET_NAMES[d]}": paper_number(m, variant, d)
-                  for d in ("cub", "cars", "aircraft")} for m in table}
+    papers = {m: {f"paper {display_name(d)}": paper_number(m, variant, d)
+                  for d in paper_datasets()} for m in table}
     df = pd.DataFrame({m: {**table[m], **papers[m]} for m in table}).T
     df.index.name = "method"
     return df.loc[sorted(df.index, key=_method_rank)]

@@ -65,14 +65,17 @@ def init_distributed(timeout_s: float = 1800) -> tuple[int, int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fgvc.data.registry import list_datasets
+    from fgvc.methods import list_methods
+
     p = argparse.ArgumentParser(prog="python -m fgvc.study.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method")
+    p.add_argument("--method", choices=list_methods())
     p.add_argument("--config", default=None,
                    help="a resolved configuration (JSON text, or a file such as a run's "
                         "config.json), used as given instead of the settings below")
     p.add_argument("--variant", default="full")
-    p.add_argument("--dataset", default=None, help="default: the profile's dataset")
+    p.add_argument("--dataset", default=None, choices=list_datasets(), help="default: the profile's dataset")
     p.add_argument("--profile", default="transfer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", default=None)
