@@ -23,9 +23,14 @@ from fgvc.study.results import DATASET_NAMES, METHOD_ORDER, PROTOCOLS  # noqa: E
 
 
 def save(fig, path) -> None:
-    """Write `fig` as PNG to `path` atomically (the folder is created)."""
+    """Write `fig` as PNG to `path` atomically (the folder is created). `fig` None (a chart
+    with nothing to show, e.g. :func:`ablation_chart` of the baseline) writes nothing and
+    says so."""
     from fgvc.io import atomic_path
 
+    if fig is None:
+        print(f"no figure for {os.path.basename(str(path))}: nothing to compare, not written")
+        return
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
 
@@ -113,48 +118,96 @@ def _main_group(t: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
     return t[mask], len(groups) > 1
 
 
-def ablation_chart(table: pd.DataFrame, method: str, dataset: str):
-    """A method's ablation rows on one dataset: our mean ± std over seeds beside the paper's.
+def method_colours(methods: Sequence[str] = ()) -> dict[str, str]:
+    """One colour per method, the same in every figure: METHOD_ORDER takes the colour cycle in
+    order, any other method (sorted) the colours after it, so a method's dots, bars and lines
+    never wear another method's colour."""
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = list(METHOD_ORDER) + sorted(set(methods) - set(METHOD_ORDER))
+    return {m: cycle[i % len(cycle)] for i, m in enumerate(names)}
 
-    `table` is `fgvc.study.results.ablation_table(runs, method)` (`full` first, then the variants
-    file's order; `paper` holds the paper's number for the dataset, CUB's on SynthBirds). With
-    several protocols or override sets, the chart shows protocol "val" without overrides
-    (else the first) and its title says which.
+
+PAPER_COLOUR = "0.55"   # the paper's numbers: grey in every figure
+
+
+def _signed(v: float) -> str:
+    return f"{v:+.1f}".replace("-", "\u2212")
+
+
+def ablation_chart(table: pd.DataFrame, method: str, dataset: str):
+    """What a method's ablation measures on one dataset: for each row with a reference, the row
+    minus its reference in test top-1 points; ours paired by seed with its 95 % t interval
+    (columns diff_mean / diff_ci_low / diff_ci_high / n_pairs of
+    :func:`fgvc.study.results.arm_table`) beside the paper's (paper_diff: the paper's row minus
+    the paper's reference row; CUB's on SynthBirds). The first row is the method's `full` minus
+    the baseline's `full`, then each ablation row minus the method's `full` (file order).
+
+    `table` is `fgvc.study.results.ablation_table(runs, method)`. With several protocols or
+    override sets, the chart shows protocol "val" without overrides (else the first) and its
+    title says which. The difference axis is symmetric about 0, so a gap reads at its size.
+    Returns None when fewer than two rows have a reference (the baseline's table, whose only
+    row is the reference of every method's `full`, shown in each method's chart; or a method
+    with only `full` run): one bar pair is not a chart. :func:`save` writes nothing for None.
     """
     t, more = _main_group(table[table["dataset"] == dataset])
-    t = t.reset_index(drop=True)
-    std = pd.to_numeric(t["std"], errors="coerce").fillna(0.0)   # one seed: no error bar
-    x = np.arange(len(t))
-    fig, ax = plt.subplots(figsize=(1.3 * len(t) + 2.5, 3.8))
-    w = 0.38
-    ours = ax.bar(x - w / 2, t["mean"], w, color="tab:blue",
-                  label=f"ours ({DATASET_NAMES.get(dataset, dataset)}, mean ± std over seeds)")
-    many = (std > 0).to_numpy()
-    if many.any():
-        ax.errorbar((x - w / 2)[many], t["mean"][many], yerr=std[many], fmt="none", capsize=3,
-                    ecolor="black", lw=1)
-    paper = pd.to_numeric(t["paper"], errors="coerce")
-    paper_ds = "CUB" if dataset == "synthbirds" else DATASET_NAMES.get(dataset, dataset)
-    theirs = ax.bar(x + w / 2, paper.fillna(0), w, color="tab:gray", alpha=0.7,
-                    label=f"paper ({paper_ds})")
-    for bars, values, extra, above in ((ours, t["mean"], [f"\nn={n}" for n in t["n"]], std),
-                                       (theirs, paper, [""] * len(t), [0.0] * len(t))):
-        for b, v, e, up in zip(bars, values, extra, above):   # above the error bar
-            if pd.notna(v):
-                ax.annotate(f"{v:.1f}{e}", (b.get_x() + b.get_width() / 2, b.get_height() + up),
-                            ha="center", va="bottom", fontsize=7, xytext=(0, 2),
-                            textcoords="offset points")
-    values = pd.concat([t["mean"] - std, paper.dropna()])
-    if len(values):
-        lo = max(0.0, float(values.min()) - 10)
-        ax.set_ylim(lo, min(100.0, float(pd.concat([t["mean"] + std, paper.dropna()]).max()) + 8))
-    ax.set_xticks(x, t["variant"], rotation=20, ha="right")
-    ax.set_xlabel("variant (ablation row)")
-    ax.set_ylabel("test top-1 (%)")
+    t = t[t["ref"].fillna("").astype(str) != ""].reset_index(drop=True) if "ref" in t else t[:0]
+    if len(t) < 2:
+        return None
+    num = {c: pd.to_numeric(t[c], errors="coerce")
+           for c in ("diff_mean", "diff_ci_low", "diff_ci_high", "paper_diff")}
+    n_pairs = pd.to_numeric(t["n_pairs"], errors="coerce").fillna(0).astype(int)
+    colour = method_colours([method])[method]
+    pds = str(t["paper_dataset"].dropna().iloc[0]) if t["paper_dataset"].notna().any() else dataset
+    paper_name = DATASET_NAMES.get(pds, pds).split("-")[0]
+    k = len(t)
+    fig, ax = plt.subplots(figsize=(8.2, 0.95 * k + 1.9))
+    y = np.arange(k)[::-1].astype(float)          # first row on top
+    h = 0.36
+    ours_y, paper_y = y + h / 2, y - h / 2
+    ax.barh(ours_y, num["diff_mean"].fillna(0), h, color=colour,
+            label=f"ours ({DATASET_NAMES.get(dataset, dataset)}), paired by seed, 95 % CI")
+    ax.barh(paper_y, num["paper_diff"].fillna(0), h, color=PAPER_COLOUR,
+            label=f"paper ({paper_name}), as reported")
+    ci = num["diff_ci_low"].notna() & num["diff_ci_high"].notna()
+    if ci.any():
+        lo, hi = num["diff_ci_low"][ci], num["diff_ci_high"][ci]
+        ax.errorbar(num["diff_mean"][ci], ours_y[ci.to_numpy()],
+                    xerr=[num["diff_mean"][ci] - lo, hi - num["diff_mean"][ci]], fmt="none",
+                    ecolor="black", capsize=3, lw=1)
+    ax.scatter(num["diff_mean"], ours_y, s=10, color="black", zorder=3)   # a tiny gap shows too
+    ax.axvline(0, color="black", lw=0.8)
+    extent = pd.concat([num[c].abs() for c in num]).max()
+    limit = max(1.0, float(extent) if pd.notna(extent) else 1.0) * 1.12
+    ax.set_xlim(-limit, limit)
+    ax.set_ylim(-0.6, k - 0.4)
+    names = [f"{v} \u2212 " + (str(r).split("/")[-1] if str(r).startswith(method + "/")
+                                else str(r).replace("/", " ")) for v, r in zip(t["variant"], t["ref"])]
+    ax.set_yticks(y, names, fontsize=8)
+    for i in range(k):                             # the numbers, in a column right of the axes
+        d, lo, hi, n = (num["diff_mean"][i], num["diff_ci_low"][i], num["diff_ci_high"][i],
+                        n_pairs[i])
+        if pd.isna(d):
+            ours = "ours: no paired seeds"
+        elif pd.isna(lo):
+            ours = f"ours {_signed(d)}, n={n}: no CI"
+        else:
+            ours = f"ours {_signed(d)} [{_signed(lo)}, {_signed(hi)}], n={n}"
+        paper = num["paper_diff"][i]
+        theirs = "paper: no number" if pd.isna(paper) else f"paper {_signed(paper)}"
+        for yy, text in ((ours_y[i], ours), (paper_y[i], theirs)):
+            ax.annotate(text, (1.0, yy), xycoords=("axes fraction", "data"), xytext=(6, 0),
+                        textcoords="offset points", va="center", fontsize=7)
+    if k > 1 and (t["ref"] == "/".join(("baseline", "full"))).iloc[0]:
+        ax.axhline((y[0] + y[1]) / 2, color="0.6", lw=0.6, ls="--")   # vs baseline | vs full
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlabel("row \u2212 its reference, test top-1 (percentage points); "
+                  "< 0: the row is below its reference", fontsize=8)
     context = _title_context(t) + (" (other protocols / overrides: see the tables)" if more else "")
-    ax.set_title(f"{method}: ablation rows of the paper\n{context}", fontsize=8)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
+    ax.set_title(f"{method}: ablation rows as differences (ours paired over seeds, paper on "
+                 f"{paper_name})\n{context}", fontsize=8)
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="lower center", ncol=2,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.3 / fig.get_figheight(), 1, 1))   # room for the legend
     return fig
 
 
