@@ -158,7 +158,7 @@ def ablation_chart(table: pd.DataFrame, method: str, dataset: str):
     n_pairs = pd.to_numeric(t["n_pairs"], errors="coerce").fillna(0).astype(int)
     colour = method_colours([method])[method]
     pds = str(t["paper_dataset"].dropna().iloc[0]) if t["paper_dataset"].notna().any() else dataset
-    paper_name = DATASET_NAMES.get(pds, pds).split("-")[0]
+    paper_name = DATASET_NAMES.get(pds, pds)
     k = len(t)
     fig, ax = plt.subplots(figsize=(8.2, 0.95 * k + 1.9))
     y = np.arange(k)[::-1].astype(float)          # first row on top
@@ -198,14 +198,14 @@ def ablation_chart(table: pd.DataFrame, method: str, dataset: str):
         for yy, text in ((ours_y[i], ours), (paper_y[i], theirs)):
             ax.annotate(text, (1.0, yy), xycoords=("axes fraction", "data"), xytext=(6, 0),
                         textcoords="offset points", va="center", fontsize=7)
-    if k > 1 and (t["ref"] == "/".join(("baseline", "full"))).iloc[0]:
+    if t["ref"].iloc[0] == "baseline/full" and t["ref"].iloc[1] != "baseline/full":
         ax.axhline((y[0] + y[1]) / 2, color="0.6", lw=0.6, ls="--")   # vs baseline | vs full
     ax.grid(axis="x", alpha=0.3)
     ax.set_xlabel("row \u2212 its reference, test top-1 (percentage points); "
                   "< 0: the row is below its reference", fontsize=8)
     context = _title_context(t) + (" (other protocols / overrides: see the tables)" if more else "")
-    ax.set_title(f"{method}: ablation rows as differences (ours paired over seeds, paper on "
-                 f"{paper_name})\n{context}", fontsize=8)
+    ax.set_title(f"{method}: each row minus its reference (ours paired over seeds; the paper's "
+                 f"on {paper_name})\n{context}", fontsize=8)
     fig.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="lower center", ncol=2,
                frameon=False)
     fig.tight_layout(rect=(0, 0.3 / fig.get_figheight(), 1, 1))   # room for the legend
