@@ -1,6 +1,5 @@
 """Tidy tables, paired differences and claims from fake run records (known values, checked
-against scipy), and the report's figures (labels that do not overlap, titles that name the
-profile and protocol)."""
+against scipy), and the learning curves' titles (profile and protocol); the other figures: test_figures.py."""
 import json
 import math
 
@@ -240,31 +239,6 @@ def test_paper_baseline_sources(monkeypatch):
 
 
 # ------------------------------------------------------------------ figures
-
-def _overlaps(boxes):
-    return [(i, j) for i in range(len(boxes)) for j in range(i + 1, len(boxes))
-            if boxes[i].overlaps(boxes[j])]
-
-
-def test_cost_accuracy_labels_do_not_overlap():
-    from fgvc.study.figures import cost_accuracy
-
-    rng = np.random.default_rng(0)
-    pts = pd.DataFrame({"method": ["baseline"] + ["alpha"] * 5 + ["beta"] * 5,
-                        "variant": ["full", "full", "no_a", "no_b", "no_c", "no_long_name",
-                                    "full", "x1", "x2", "x3", "x4"],
-                        "infer_GMACs": 0.2 + rng.normal(0, 0.001, 11),
-                        "mean": 50 + rng.normal(0, 0.3, 11), "std": [1.0] * 10 + [np.nan],
-                        "profile": "t", "protocol": "val"})
-    fig = cost_accuracy(pts, title="t profile, synthbirds: cost vs top-1")
-    renderer = fig.canvas.get_renderer()
-    ax = fig.axes[0]
-    labels = [c for c in ax.texts if c.get_text() in set(pts["variant"])]
-    assert len(labels) == len(pts)
-    assert not _overlaps([t.get_window_extent(renderer) for t in labels])
-    assert "protocol val" in ax.get_title() and "t profile" in ax.get_title()
-    assert "GMACs" in ax.get_xlabel() and "(%)" in ax.get_ylabel()
-
 
 def test_learning_curves_val_and_paper_protocol(fake):
     from fgvc.study.figures import learning_curves
