@@ -112,6 +112,15 @@ def conflict(cfg: dict) -> str | None:
     return None
 
 
+def record_state(cfg: dict) -> str:
+    """What the run id of `cfg` holds for it: "done" (complete with this config), "stale" (a
+    finished run or checkpoint of other settings: :func:`conflict`) or "new" (nothing, or a
+    run of this config to resume)."""
+    if is_complete(cfg):
+        return "done"
+    return "stale" if conflict(cfg) else "new"
+
+
 def archive_run(run_id: str) -> Path | None:
     """Move a run's record to results/runs/.replaced/<run_id>-<UTC time>/ and delete its
     checkpoint folder; return the archive (None: there was no record). The record moves first,

@@ -171,9 +171,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     already = not a.replace and is_complete(cfg)
     rank, _, world = init_distributed()
+    quiet = a.no_progress and "TQDM_DISABLE" not in os.environ
+    if quiet:
+        os.environ["TQDM_DISABLE"] = "1"  # also the bar of a SynthBirds set generated first
     try:
         metrics = run(cfg, progress=not a.no_progress, replace=a.replace)
     finally:
+        if quiet:
+            os.environ.pop("TQDM_DISABLE", None)
         if dist.is_initialized():
             dist.destroy_process_group()
     if rank == 0:
