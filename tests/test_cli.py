@@ -49,3 +49,35 @@ def test_one_line_keeps_the_first_and_last_lines():
     short = one_line(CorruptImagesError(bad[:2], hint="fix"))
     assert short == "2 unreadable image(s): 0.jpg: truncated 1.jpg: truncated fix"
     assert one_line(ValueError("plain")) == "plain"
+
+
+@pytest.mark.parametrize("module", ["fgvc.study.train", "fgvc.study.grid"])
+def test_every_option_has_help(module):
+    import importlib
+
+    parser = importlib.import_module(module).build_parser()
+    options = [a for a in parser._actions if a.option_strings]
+    assert len(options) > 5
+    missing = [a.option_strings[0] for a in options if not (a.help or "").strip()]
+    assert not missing, f"{module}: options without help: {missing}"
+
+
+def test_a_run_ends_in_words_and_a_finished_one_says_so(isolated_results, capsys):
+    import json
+
+    from fgvc.study.train import main as train_main
+    from tiny import TINY
+
+    args = ["--method", "baseline", "--profile", "scratch", "--run-id", "words", "--no-progress",
+            *[f"--set={k}={json.dumps(v)}" for k, v in TINY.items()]]
+    assert train_main(args) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    metrics = json.loads((isolated_results / "results/runs/words/metrics.json").read_text())
+    assert out[0].startswith("trained baseline (full) on synthbirds, profile scratch, seed 0: 2 epochs")
+    assert out[1].startswith(f"test top-1 {metrics['test_top1']:.2f} % (val {metrics['val_top1']:.2f} %")
+    assert out[2].startswith(f"records: {isolated_results.resolve()}/results/runs/words/")
+    assert not any(line.lstrip().startswith("{") for line in out), "no raw JSON"
+    assert train_main(args) == 0
+    again = capsys.readouterr().out
+    assert again.startswith("already complete:") and "--replace" in again
+    assert f"{metrics['test_top1']:.2f} %" in again

@@ -86,11 +86,54 @@ def test_killed_run_resumes_to_the_same_result(isolated_results):
     assert strip(h_kill) == strip(h_whole)
 
 
-def test_checkpoint_of_another_config_is_refused(isolated_results):
+def test_checkpoint_of_another_config_is_refused(isolated_results, tmp_path):
+    from fgvc.engine import load_checkpoint
+    from fgvc.study.run import RunIdTaken
+
     run(method="baseline", profile="scratch", overrides=TINY, run_id="x", progress=False)
     (isolated_results / "results/runs/x/metrics.json").unlink()
-    with pytest.raises(CheckpointMismatch, match="not loaded"):
+    with pytest.raises(RunIdTaken, match="checkpoint of other settings"):  # before any write
         run(method="baseline", profile="scratch", overrides={**TINY, "train.lr": 0.5}, run_id="x", progress=False)
+    path = tmp_path / "last.pt"
+    torch.save({"model": {}, "config_hash": "h"}, path)
+    with pytest.raises(CheckpointMismatch, match="not loaded"):  # the engine's own guard
+        load_checkpoint(path, "other")
+
+
+def _recording_tqdm(seen: list):
+    def bar(iterable, **kwargs):
+        seen.append(kwargs)
+        return iterable
+    return bar
+
+
+def test_progress_bars_count_the_steps_that_run_and_stay(monkeypatch):
+    import fgvc.engine
+    from fgvc.engine import evaluate
+
+    seen: list[dict] = []
+    monkeypatch.setattr(fgvc.engine, "tqdm", _recording_tqdm(seen))
+    model = create_method("baseline", 2, backbone="resnet18")
+    t = {"lr": 0.01, "backbone_lr_mult": 1.0, "momentum": 0.9, "weight_decay": 0.0,
+         "nesterov": False, "warmup_epochs": 0, "schedule": "cosine", "epochs": 1}
+    opt = build_optimizer(model, t)
+    loader = [(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))] * 4
+    train_one_epoch(model, loader, opt, build_scheduler(opt, t, 4), torch.device("cpu"),
+                    max_steps=2, progress=True)
+    evaluate(model, loader, torch.device("cpu"), max_steps=3, progress=True, desc="test", leave=True)
+    assert [(k["total"], k["leave"], k["disable"]) for k in seen] == [(2, True, False), (3, True, False)]
+    assert seen[1]["desc"] == "test"
+
+
+def test_tqdm_disable_turns_every_bar_off(monkeypatch):
+    from fgvc.engine import tqdm
+
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert tqdm(range(3), disable=False).disable  # tqdm alone honours the variable only by default
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    bar = tqdm(range(3), disable=False)
+    assert not bar.disable
+    bar.close()
 
 
 def test_non_finite_loss_names_the_step():

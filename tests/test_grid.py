@@ -49,8 +49,9 @@ def test_failure_is_recorded_others_go_on_and_rerun_redoes_only_failures(isolate
 
 def test_cli_exit_code_and_plan(isolated_results, capsys):
     assert main(["--plan", "--profile", "scratch", "--methods", "baseline", "--seeds", "0,1"]) == 0
-    assert capsys.readouterr().out.split() == ["scratch-synthbirds-baseline-full-s0",
-                                               "scratch-synthbirds-baseline-full-s1"]
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:4]]
+    assert [r[:2] for r in rows] == [["scratch-synthbirds-baseline-full-s0", "pending"],
+                                     ["scratch-synthbirds-baseline-full-s1", "pending"]]
     sets = [f"--set={k}={json.dumps(v)}" for k, v in TINY_ONE_EPOCH.items()]
     assert main(["--profile", "scratch", "--methods", "baseline", "--datasets", "cub", "--seeds", "0",
                  *sets]) == 1
@@ -138,3 +139,77 @@ def test_named_grids_of_a_profile():
     assert {arm for arm, n in seeds.items() if n == 1} == diagnostic
     assert all(n == 3 for arm, n in seeds.items() if arm not in diagnostic)  # comparisons: 3 seeds
     assert len(plan("transfer", grid="seeds5")) == 5 * (len(seeds) - len(diagnostic))
+
+
+def _record(cfg: dict, config_hash: str | None = None, wall_time_s: float = 60.0) -> None:
+    """A hand-written finished record of `cfg` (under another config hash if given)."""
+    h = config_hash or cfg["config_hash"]
+    folder = isolated_root() / "runs" / cfg["run_id"]
+    io.write_json(folder / "config.json", {**cfg, "config_hash": h})
+    io.write_json(folder / "metrics.json", {"run_id": cfg["run_id"], "config_hash": h,
+                                            "method": cfg["method"], "profile": cfg["profile"],
+                                            "test_top1": 50.0, "val_top1": 40.0,
+                                            "wall_time_s": wall_time_s})
+
+
+def isolated_root():
+    from fgvc.paths import results_dir
+
+    return results_dir()
+
+
+def test_plan_shows_each_runs_state_and_the_time_to_go(isolated_results):
+    from fgvc.study.grid import plan_table
+
+    configs = [s.config() for s in plan("scratch", methods=["baseline"], seeds=[0, 1, 2, 3, 4],
+                                         overrides=TINY_ONE_EPOCH)]
+    done, stale, failed, running, pending = configs
+    _record(done, wall_time_s=150.0)
+    _record(stale, config_hash="0123456789ab")
+    io.write_json(isolated_root() / "failures.json", {failed["run_id"]: {"error": "boom"}})
+    with run_lock(running["run_id"]):
+        table = plan_table(configs, workers=1)
+    states = {line.split()[0]: line.split()[1:] for line in table.splitlines()[2:7]}
+    assert states[done["run_id"]] == ["done"]
+    assert states[running["run_id"]] == ["running"]
+    # estimates: mean wall time of the finished runs of this profile and method (150 s, 60 s)
+    assert states[pending["run_id"]] == ["pending", "1.8", "min"]
+    assert states[failed["run_id"]] == ["failed", "1.8", "min"]
+    assert states[stale["run_id"]][0] == "stale"
+    assert table.splitlines()[0] == "plan: 5 runs: 1 done, 1 running, 1 pending, 1 failed, 1 stale"
+    assert "to run: 2 runs, about 3.5 min with 1 worker(s)" in table
+    assert "--replace stale" in table
+    assert "to run: 4 runs" in plan_table(configs, replace="stale")  # the lock is released
+    other = plan("paper", methods=["baseline"], datasets=["cub"], seeds=[0])[0].config()
+    assert "10.0 min*" in plan_table([other]) and "10 min assumed" in plan_table([other])
+
+
+def test_stale_runs_are_left_unless_replaced(isolated_results, monkeypatch):
+    import fgvc.study.grid
+
+    specs = plan("scratch", methods=["baseline"], seeds=[0], overrides=TINY_ONE_EPOCH)
+    cfg = specs[0].config()
+    rid = cfg["run_id"]
+    _record(cfg, config_hash="0123456789ab")
+    folder = isolated_root() / "runs" / rid
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    executed = []
+
+    def fake_execute(c, threads=None, log=None):  # a run, without papermill
+        executed.append(c["run_id"])
+        _record(c)
+
+    monkeypatch.setattr(fgvc.study.grid, "execute", fake_execute)
+    result = run_grid(specs, out=_io.StringIO())
+    assert result["stale"] == [rid] and not executed
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    sets = [f"--set={k}={json.dumps(v)}" for k, v in TINY_ONE_EPOCH.items()]
+    assert main(["--profile", "scratch", "--methods", "baseline", "--seeds", "0", *sets]) == 1
+    result = run_grid(specs, out=_io.StringIO(), replace="stale")
+    assert result["done"] == [rid] and executed == [rid]
+    archived, = (isolated_root() / "runs/.replaced").iterdir()
+    assert io.read_json(archived / "metrics.json")["config_hash"] == "0123456789ab"
+    assert io.read_json(folder / "metrics.json")["config_hash"] == cfg["config_hash"]
+    assert run_grid(specs, out=_io.StringIO(), replace="stale")["skipped"] == [rid]
+    assert run_grid(specs, out=_io.StringIO(), replace="all")["done"] == [rid]
+    assert executed == [rid, rid] and len(list((isolated_root() / "runs/.replaced").iterdir())) == 2

@@ -13,13 +13,19 @@ with fp16 only.
 Weights are saved from, and loaded into, the plain module under any torch.compile / DDP
 wrapper (:func:`unwrap`, :func:`model_state`, :func:`load_model_state`): one place that also
 reads checkpoints whose keys carry the wrappers' `_orig_mod.` / `module.` prefixes.
+
+Progress (`progress=True`): one bar per epoch counting the steps that really run (at most
+`max_steps`), kept on screen; a transient bar while validating, then one line per epoch with
+its loss and accuracies. The environment variable TQDM_DISABLE=1 turns every bar off.
 """
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import resource
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -32,7 +38,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from fgvc.cli import UserError
 from fgvc.io import torch_save
+
+
+def bars_off() -> bool:
+    """True when the environment turns progress bars off (TQDM_DISABLE=1), which tqdm itself
+    ignores once a caller passes `disable=` explicitly."""
+    return os.environ.get("TQDM_DISABLE", "") not in ("", "0")
 
 
 def tqdm(iterable, **kwargs):
@@ -41,15 +54,24 @@ def tqdm(iterable, **kwargs):
         from tqdm.auto import tqdm as bar
     except ImportError:
         return iterable
+    if bars_off():
+        kwargs["disable"] = True
     return bar(iterable, **kwargs)
+
+
+def say(line: str, progress: bool = True) -> None:
+    """A progress line on stderr (beside the bars), unless progress is off."""
+    if progress and not bars_off():
+        print(line, file=sys.stderr, flush=True)
 
 
 class NonFiniteLoss(FloatingPointError):
     pass
 
 
-class CheckpointMismatch(RuntimeError):
-    pass
+class CheckpointMismatch(UserError, RuntimeError):
+    """A checkpoint that this run must not resume (other config, other machine choices); a
+    user error: the command line prints its one-line message."""
 
 
 def seed_everything(seed: int) -> None:
@@ -208,21 +230,23 @@ def forward_loss(model: nn.Module, images: torch.Tensor, target: torch.Tensor,
 def train_one_epoch(model: nn.Module, loader: Iterable, optimizer, scheduler, device: torch.device,
                     *, epoch: int = 0, amp: str | bool = "fp32", scaler=None,
                     grad_clip: float = 0.0, max_steps: int = 0, channels_last: bool = False,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, desc: str | None = None) -> dict:
     """One pass over `loader`; returns mean loss (and its parts), train top-1, images, seconds.
 
-    `amp`: "fp32" | "fp16" | "bf16" (see the module docstring); `scaler`: a GradScaler (fp16)."""
+    `amp`: "fp32" | "fp16" | "bf16" (see the module docstring); `scaler`: a GradScaler (fp16).
+    `desc`: the progress bar's label (default "epoch N")."""
     model.train()
     core = unwrap(model)
     sums: dict[str, torch.Tensor] = {}
     correct = torch.zeros((), device=device)
     n_images, start = 0, time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
     # progress in epochs for methods with a loss schedule (Method.set_progress)
     set_progress = getattr(core, "set_progress", None)
     steps = len(loader) if hasattr(loader, "__len__") else max_steps
     if max_steps:
         steps = min(steps, max_steps)
+    bar = tqdm(loader, desc=desc or f"epoch {epoch + 1}", total=steps or None, leave=True,
+               disable=not progress, unit="step")
     for step, (images, target) in enumerate(bar):
         if max_steps and step >= max_steps:
             break
@@ -256,6 +280,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer, scheduler, de
         for k, v in {"loss": loss.detach(), **parts}.items():
             sums[k] = sums.get(k, 0) + torch.as_tensor(v, device=device).float() * b
         correct += (out["logits"].argmax(1) == target).sum()
+    if hasattr(bar, "close"):
+        bar.close()  # the loop may stop at max_steps before the loader's end
     seconds = time.perf_counter() - start
     keys = sorted(sums)
     totals = _all_reduce([float(sums[k]) for k in keys] + [float(correct), n_images], device)
@@ -268,12 +294,16 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer, scheduler, de
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *,
              amp: str | bool = "fp32", channels_last: bool = False, max_steps: int = 0,
-             progress: bool = False, genus: Sequence[int] | None = None) -> dict:
+             progress: bool = False, genus: Sequence[int] | None = None,
+             desc: str = "eval", leave: bool = False) -> dict:
     """Top-1 and top-5 accuracy (%) and mean CE of the `logits` output, reduced over ranks.
 
     `genus`: per class, its genus index (``DataBundle.genus_index``); when given, the result
     also holds the genus-level scores of :func:`genus_summary` (genus_top1,
     within_genus_top1, errors_in_genus, genus_only_top1).
+
+    `progress`: a bar labelled `desc` counting the batches that run (at most `max_steps`),
+    kept on screen when `leave`.
 
     Under DDP each rank evaluates its own shard with the unwrapped module: a DDP forward
     would broadcast buffers, a collective that hangs when the shards have unequal batch counts.
@@ -283,8 +313,11 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *,
     correct1 = correct5 = loss_sum = 0.0
     n = 0
     gsums = dict.fromkeys(GENUS_COUNTS, 0.0)
-    for step, (images, target) in enumerate(tqdm(loader, desc="eval", leave=False,
-                                                 disable=not progress)):
+    total = len(loader) if hasattr(loader, "__len__") else None
+    if max_steps:
+        total = min(total, max_steps) if total is not None else max_steps
+    bar = tqdm(loader, desc=desc, total=total, leave=leave, disable=not progress, unit="batch")
+    for step, (images, target) in enumerate(bar):
         if max_steps and step >= max_steps:
             break
         images, target = images.to(device), target.to(device)
@@ -300,6 +333,8 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *,
         if genus is not None:
             for k, v in genus_counts(top[:, 0], target, genus).items():
                 gsums[k] += v
+    if hasattr(bar, "close"):
+        bar.close()
     totals = _all_reduce([correct1, correct5, loss_sum, n] + [gsums[k] for k in GENUS_COUNTS], device)
     correct1, correct5, loss_sum, n = totals[:4]
     out = {}
@@ -360,6 +395,9 @@ class FitState:
     best_top1: float = -1.0
     best_epoch: int = 0
     history: list[dict] = field(default_factory=list)
+    # wall seconds of the run so far, over every process that worked on it (a resumed run
+    # adds its own to what its checkpoint holds); 0.0 in checkpoints written before it existed
+    elapsed_s: float = 0.0
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -420,7 +458,8 @@ def load_checkpoint(path: Path, config_hash: str, choices: dict | None = None,
 def fit(model: nn.Module, train_loader_fn: Callable[[int], Iterable], val_loader: Iterable,
         t: dict, device: torch.device, ckpt_dir: Path, *, seed: int, config_hash: str,
         amp: str | bool = "fp32", channels_last: bool = False,
-        on_epoch: Callable[[FitState], None] | None = None, progress: bool = True) -> FitState:
+        on_epoch: Callable[[FitState], None] | None = None, progress: bool = True,
+        started: float | None = None) -> FitState:
     """Train for t['epochs'] epochs, validating after each and checkpointing atomically.
 
     `val_loader=None` (protocol "paper", no held-out split): no validation, and `best.pt` is
@@ -430,6 +469,10 @@ def fit(model: nn.Module, train_loader_fn: Callable[[int], Iterable], val_loader
     `ckpt_dir/last.pt` when present and written under the same config and the same resolved
     `amp` and `channels_last` (fgvc.study.run.resolve_machine). Keeps `last.pt` and `best.pt`
     (model of the best val top-1); both record the choices (:func:`precision_choices`).
+
+    `started`: when this process began working on the run (time.time(), default: now); the
+    state's `elapsed_s` is what the checkpoint held plus this process's seconds since then,
+    current at every checkpoint and on return.
     """
     rank, _ = dist_info()
     amp = amp_name(amp)
@@ -441,6 +484,7 @@ def fit(model: nn.Module, train_loader_fn: Callable[[int], Iterable], val_loader
     if t["max_steps"]:
         steps = min(steps, t["max_steps"])
     scheduler = build_scheduler(optimizer, t, max(steps, 1))
+    started = time.time() if started is None else started
     state = FitState()
     last = ckpt_dir / "last.pt"
     if last.is_file():
@@ -451,20 +495,23 @@ def fit(model: nn.Module, train_loader_fn: Callable[[int], Iterable], val_loader
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         state = FitState(**ckpt["state"])
+        say(f"resuming from {last.name} after epoch {state.epoch}/{t['epochs']}", progress)
+    earlier_s = state.elapsed_s
     for epoch in range(state.epoch, t["epochs"]):
         seed_everything(epoch_seed(seed, epoch))
         stats = train_one_epoch(model, train_loader_fn(epoch), optimizer, scheduler, device,
                                 epoch=epoch, amp=amp, scaler=scaler, grad_clip=t["grad_clip"],
                                 max_steps=t["max_steps"], channels_last=channels_last,
-                                progress=progress)
+                                progress=progress, desc=f"epoch {epoch + 1}/{t['epochs']}")
         val = {} if val_loader is None else evaluate(
             model, val_loader, device, amp=amp, channels_last=channels_last,
-            max_steps=t["max_steps"])
+            max_steps=t["max_steps"], progress=progress, desc="  validate")
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                **{f"train_{k}" if not k.startswith("train_") else k: v for k, v in stats.items()},
                **{f"val_{k}": v for k, v in val.items()}}
         state.history.append(row)
         state.epoch = epoch + 1
+        state.elapsed_s = earlier_s + time.time() - started
         # Without a validation split (protocol "paper") the final epoch is the one tested.
         if val_loader is None or val["top1"] > state.best_top1:
             state.best_top1, state.best_epoch = val.get("top1", -1.0), epoch + 1
@@ -478,6 +525,11 @@ def fit(model: nn.Module, train_loader_fn: Callable[[int], Iterable], val_loader
                         "state": state.__dict__, "config_hash": config_hash,
                         "choices": choices}, last)
         _barrier()  # DDP: no rank reads best.pt / last.pt before rank 0 has written them
+        say(f"  epoch {epoch + 1}/{t['epochs']}: train loss {stats.get('loss', float('nan')):.3f}, "
+            f"top-1 {stats['train_top1']:.1f} %"
+            + ("" if val_loader is None else f"; val top-1 {val['top1']:.1f} %"
+               + (" (best so far)" if state.best_epoch == epoch + 1 else "")), progress)
         if on_epoch is not None:
             on_epoch(state)
+    state.elapsed_s = earlier_s + time.time() - started
     return state

@@ -922,9 +922,28 @@ def renderer(seed: int = 0, **size: Any) -> Callable[[int, np.random.Generator],
     return draw
 
 
-def _write_set(out: Path, sp: dict) -> str:
-    """Write every file of the set `sp` into `out`; return the content hash."""
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, desc: str):
+    """A progress bar of `total` images (tqdm, on stderr; TQDM_DISABLE=1 turns it off)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # a bare machine may lack tqdm
+        return _NoBar()
+    return tqdm(total=total, desc=desc, unit="img", leave=True)
+
+
+def _write_set(out: Path, sp: dict, desc: str = "SynthBirds") -> str:
+    """Write every file of the set `sp` into `out`; return the content hash. `desc`: the
+    label of the progress bar."""
     classes, genera = _definitions(sp)
+    bar = _progress(len(classes) * (sp["train_per_class"] + sp["test_per_class"]), desc)
     draw = renderer(sp["seed"], difficulty=sp["difficulty"],
                     **{k: sp[k] for k in DEFAULT_SIZE})
     files: dict[str, str] = {}  # relpath -> sha256 of content
@@ -954,6 +973,8 @@ def _write_set(out: Path, sp: dict) -> str:
                 boxes.append(f"{image_id} " + " ".join(f"{v:.1f}" for v in s.box))
                 locs += [f"{image_id} {p + 1} {x:.1f} {y:.1f} {v}" for p, (x, y, v) in enumerate(s.parts)]
                 decoys += [f"{image_id} {kind} {x:.1f} {y:.1f} {w:.1f} {h:.1f}" for kind, x, y, w, h in s.decoys]
+                bar.update(1)
+    bar.close()
     text = lambda rows: ("\n".join(rows) + "\n").encode()  # noqa: E731
     put("images.txt", text(images))
     put("image_class_labels.txt", text(labels))
@@ -1040,7 +1061,7 @@ def _build(root: Path, sp: dict, force: bool) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the set is shared like any dataset
     try:
-        _write_set(tmp, sp)
+        _write_set(tmp, sp, desc=f"generating SynthBirds {root.name} (once, kept in {root.parent})")
         _install(tmp, root, sp, force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,6 +1,8 @@
 """Run a grid of (method, variant, dataset, seed) through papermill: the study.
 
     python -m fgvc.study.grid --profile transfer [--methods baseline,lafe] [--seeds 0,1] [--workers 2]
+    python -m fgvc.study.grid --profile transfer --plan          # each run's state, time to go
+    python -m fgvc.study.grid --profile transfer --replace stale # retrain runs whose settings changed
 
 Each run is one papermill execution of notebooks/10_train.ipynb, given the run's resolved
 configuration; its records (config.json, metrics.json, history.csv, a short log.txt) go to
@@ -9,6 +11,14 @@ results/runs/<run_id>/, the executed notebook and papermill's output beside its 
 failing run is recorded in results/failures.json and the grid goes on; the exit code is
 non-zero if anything failed. A lock per run (results/.locks/) keeps two grids started on
 the same results folder from running the same run twice.
+
+A run whose record holds other settings than the plan gives it ("stale": a finished run or
+checkpoint of another config hash under the same run id, e.g. after a default changed) is left
+as it is and the exit code is non-zero; `--replace stale` archives such records
+(results/runs/.replaced/, fgvc.study.run.archive_run) and retrains them, `--replace all` does so
+for every run of the plan, complete or not. `--plan` prints each run's state (done, running: a
+grid holds its lock, pending, failed: in failures.json, stale) and an estimate of the time the
+runs still to do take.
 """
 from __future__ import annotations
 
@@ -30,7 +40,7 @@ from fgvc import io
 from fgvc.study.config import list_variants, load_profile, resolve
 from fgvc.methods import list_methods
 from fgvc.paths import NOTEBOOKS, ROOT, checkpoints_dir, portable, results_dir
-from fgvc.study.run import is_complete
+from fgvc.study.run import archive_run, conflict, is_complete, record_state
 
 TRAIN_NOTEBOOK = NOTEBOOKS / "10_train.ipynb"
 
@@ -104,6 +114,110 @@ def run_lock(run_id: str) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def is_locked(run_id: str) -> bool:
+    """True while a grid holds the run's lock (it is running); creates no lock file."""
+    path = results_dir() / ".locks" / f"{run_id}.lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock taken here
+    return False
+
+
+# ------------------------------------------------------------------------- plan and state
+STATES = ("done", "running", "pending", "failed", "stale")
+DEFAULT_RUN_MIN = 10.0   # the estimate of a run when no finished run of its profile is found
+REPLACE = ("stale", "all")
+
+
+def run_states(configs: list[dict]) -> dict[str, str]:
+    """{run_id: state}: "running" (a grid holds its lock), "done", "stale" (its record holds
+    other settings: fgvc.study.run.record_state), "failed" (in failures.json) or "pending"."""
+    path = results_dir() / "failures.json"
+    failed = io.read_json(path) if path.is_file() else {}
+    out = {}
+    for cfg in configs:
+        rid = cfg["run_id"]
+        state = "running" if is_locked(rid) else record_state(cfg)
+        out[rid] = {"new": "failed" if rid in failed else "pending"}.get(state, state)
+    return out
+
+
+def finished_minutes() -> dict[tuple[str, str | None], float]:
+    """Mean wall time (min) of the finished runs under results/runs/, by (profile, method) and
+    by (profile, None)."""
+    seen: dict[tuple[str, str | None], list[float]] = {}
+    for path in (results_dir() / "runs").glob("*/metrics.json"):
+        try:
+            m = io.read_json(path)
+            minutes = float(m["wall_time_s"]) / 60
+            keys = [(m["profile"], m["method"]), (m["profile"], None)]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        for key in keys:
+            seen.setdefault(key, []).append(minutes)
+    return {k: sum(v) / len(v) for k, v in seen.items()}
+
+
+def to_do(state: str, replace: str | None) -> bool:
+    """Whether the grid runs a run of this state (with `--replace` `replace`)."""
+    return (state in ("pending", "failed") or (state == "stale" and replace in REPLACE)
+            or (state == "done" and replace == "all"))
+
+
+def plan_table(configs: list[dict], workers: int = 1, replace: str | None = None) -> str:
+    """The plan as a table: each run, its state and, for what is to do, its estimated time:
+    the mean wall time of the finished runs of its profile and method; where there is none,
+    that of its profile's other methods (marked ~), else DEFAULT_RUN_MIN (marked *). Then the
+    counts and the estimated total."""
+    states = run_states(configs)
+    means = finished_minutes()
+    width = max([len(c["run_id"]) for c in configs] + [3])
+    lines = [f"  {'run':<{width}}  {'state':<8} estimate"]
+    total, marks = 0.0, set()
+    for cfg in configs:
+        rid, state = cfg["run_id"], states[cfg["run_id"]]
+        est = ""
+        if to_do(state, replace) or state == "stale":
+            minutes, mark = means.get((cfg["profile"], cfg["method"])), ""
+            if minutes is None:
+                minutes, mark = means.get((cfg["profile"], None)), "~"
+            if minutes is None:
+                minutes, mark = DEFAULT_RUN_MIN, "*"
+            est = _duration(minutes) + mark
+            if to_do(state, replace):
+                total += minutes
+                marks.add(mark)
+        lines.append(f"  {rid:<{width}}  {state:<8} {est}".rstrip())
+    counts = ", ".join(f"{sum(v == s for v in states.values())} {s}" for s in STATES)
+    n_todo = sum(to_do(v, replace) for v in states.values())
+    head = f"plan: {len(configs)} runs: {counts}"
+    notes = {"~": "~ none of this method: the profile's other methods",
+             "*": f"* none of this profile: {DEFAULT_RUN_MIN:.0f} min assumed"}
+    tail = [f"to run: {n_todo} runs, about {_duration(total / max(workers, 1))} with "
+            f"{workers} worker(s) (estimates: mean wall time of the finished runs of the same "
+            f"profile and method in {portable(str(results_dir() / 'runs'))}/"
+            + "".join(f"; {notes[m]}" for m in ("~", "*") if m in marks) + ")"
+            if n_todo else "to run: nothing"]
+    if "stale" in states.values() and replace not in REPLACE:
+        tail.append("stale runs (their records hold other settings) are left as they are: "
+                    "--replace stale retrains them, archiving the old records")
+    return "\n".join([head, *lines, *tail])
+
+
+def _duration(minutes: float) -> str:
+    """Minutes for reading: 40 s, 12.5 min, 3.2 h."""
+    if minutes < 1:
+        return f"{minutes * 60:.0f} s"
+    return f"{minutes:.1f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
 
 
 def execute(cfg: dict, threads: int | None = None, log=None) -> None:
@@ -190,16 +304,38 @@ def _error_of(work: Path) -> str:
 
 
 def run_grid(specs: list[RunSpec], workers: int = 1, backend: str = "local",
-             threads: int | None = None, out=sys.stdout) -> dict:
-    """Run every spec not yet complete; return {"done": [...], "skipped": [...], "failed": {...}}."""
+             threads: int | None = None, out=sys.stdout, replace: str | None = None) -> dict:
+    """Run every spec not yet complete; return {"done": [...], "skipped": [...], "failed": {...},
+    "locked": [...], "stale": [...]}.
+
+    `replace`: None leaves stale runs (records of other settings under the run id) as they are
+    and lists them under "stale"; "stale" archives and retrains them; "all" archives and
+    retrains every run of the plan (fgvc.study.run.archive_run)."""
+    if replace not in (None, *REPLACE):
+        raise ValueError(f"--replace {replace!r}: valid: {list(REPLACE)}")
     configs = [s.config() for s in specs]
-    todo = [c for c in configs if not is_complete(c)]
-    result = {"done": [], "skipped": [c["run_id"] for c in configs if c not in todo],
-              "failed": {}, "locked": []}
+    states = {c["run_id"]: record_state(c) for c in configs}
+    todo = [c for c in configs if replace == "all" or states[c["run_id"]] == "new"
+            or (replace == "stale" and states[c["run_id"]] == "stale")]
+    result = {"done": [], "skipped": [c["run_id"] for c in configs if states[c["run_id"]] == "done"
+                                      and c not in todo],
+              "failed": {}, "locked": [],
+              "stale": [c["run_id"] for c in configs if states[c["run_id"]] == "stale"
+                        and c not in todo]}
     print(f"grid: {len(configs)} runs, {len(result['skipped'])} already complete, "
-          f"{len(todo)} to run with {workers} worker(s) [{backend}]", file=out, flush=True)
+          + (f"{len(result['stale'])} stale (left as they are: --replace stale retrains "
+             f"them), " if result["stale"] else "")
+          + f"{len(todo)} to run with {workers} worker(s) [{backend}]", file=out, flush=True)
+
+    def replaces(cfg: dict) -> bool:  # under the run's lock
+        return replace == "all" or (replace == "stale" and conflict(cfg) is not None)
+
     if backend == "slurm":
         from fgvc.study.slurm import submit_grid  # a backend: it imports nothing of the grid
+        for cfg in todo:
+            with run_lock(cfg["run_id"]) as mine:
+                if mine and replaces(cfg):
+                    archive_run(cfg["run_id"])
         return submit_grid(todo, result, out=out, execute=execute, run_lock=run_lock,
                            write_failures=write_failures)
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
@@ -210,7 +346,9 @@ def run_grid(specs: list[RunSpec], workers: int = 1, backend: str = "local",
         with run_lock(cfg["run_id"]) as mine:
             if not mine:
                 return "locked", 0.0, None
-            if is_complete(cfg):  # finished by another grid meanwhile
+            if replaces(cfg):
+                archive_run(cfg["run_id"])
+            elif is_complete(cfg):  # finished by another grid meanwhile
                 return "skipped", 0.0, None
             try:
                 execute(cfg, threads)
@@ -242,8 +380,9 @@ def run_grid(specs: list[RunSpec], workers: int = 1, backend: str = "local",
     write_failures(result["failed"], [c["run_id"] for c in configs])
     total = time.time() - start
     print(f"grid: {len(result['done'])} done, {len(result['failed'])} failed, "
-          f"{len(result['skipped'])} skipped, {len(result['locked'])} locked elsewhere; "
-          f"total {total / 60:.1f} min", file=out, flush=True)
+          f"{len(result['skipped'])} skipped, {len(result['locked'])} locked elsewhere"
+          + (f", {len(result['stale'])} stale left as they are" if result["stale"] else "")
+          + f"; total {total / 60:.1f} min", file=out, flush=True)
     return result
 
 
@@ -262,12 +401,20 @@ def _list(arg: str | None, kind=str):
     return None if arg is None else [kind(x) for x in arg.split(",") if x]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m fgvc.study.grid` (every option with its help)."""
     p = argparse.ArgumentParser(prog="python -m fgvc.study.grid", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", default="transfer")
-    p.add_argument("--methods"), p.add_argument("--variants"), p.add_argument("--datasets")
-    p.add_argument("--seeds")
+    p.add_argument("--profile", default="transfer",
+                   help="the settings profile (configs/profiles/) whose grid runs "
+                        "(default: transfer)")
+    p.add_argument("--methods", help="comma-separated methods, or all (default: the grid's)")
+    p.add_argument("--variants", help="comma-separated variants, or all; a name a method "
+                                      "lacks is skipped for it (default: the grid's)")
+    p.add_argument("--datasets", help="comma-separated datasets (default: the grid's, else "
+                                      "the profile's dataset)")
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: the grid's, "
+                                   "else the profile's seeds)")
     p.add_argument("--grid", default="study",
                    help="which of the profile's named grids (default: study)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
@@ -275,9 +422,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None,
                    help="runs at once (default: the profile's grid_workers, else 1)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run")
-    p.add_argument("--backend", choices=["local", "slurm"], default="local")
-    p.add_argument("--plan", action="store_true", help="list the runs and exit")
-    a = p.parse_args(argv)
+    p.add_argument("--backend", choices=["local", "slurm"], default="local",
+                   help="local: papermill runs on this machine; slurm: one job per run "
+                        "(configs/profiles/<profile>.yaml slurm: settings)")
+    p.add_argument("--replace", choices=REPLACE, default=None,
+                   help="stale: archive and retrain the runs whose records hold other "
+                        "settings; all: archive and retrain every run of the plan (old records "
+                        "go to results/runs/.replaced/)")
+    p.add_argument("--plan", action="store_true",
+                   help="list the runs with their state and the estimated time of what is "
+                        "to run, and exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
     overrides = {}
     for item in a.set:
         key, _, val = item.partition("=")
@@ -287,17 +446,17 @@ def main(argv: list[str] | None = None) -> int:
             overrides[key] = val
     specs = plan(a.profile, _list(a.methods), _list(a.variants), _list(a.datasets),
                  _list(a.seeds, int), overrides, grid=a.grid)
-    if a.plan:
-        for s in specs:
-            print(s.config()["run_id"])
-        return 0
     prof = load_profile(a.profile)
     workers = a.workers or prof.get("grid_workers", 1)
+    if a.plan:
+        print(plan_table([s.config() for s in specs], workers, a.replace))
+        return 0
     # A fixed thread count per run (the profile's grid_threads) keeps a run's arithmetic, and so
     # its metrics, the same on a machine with more cores; without it: cores // workers.
     threads = a.threads or prof.get("grid_threads")
-    result = run_grid(specs, workers=workers, backend=a.backend, threads=threads)
-    return 1 if result["failed"] else 0
+    result = run_grid(specs, workers=workers, backend=a.backend, threads=threads,
+                      replace=a.replace)
+    return 1 if result["failed"] or result["stale"] else 0
 
 
 if __name__ == "__main__":

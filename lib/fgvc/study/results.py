@@ -64,13 +64,17 @@ def overrides_label(overrides: dict | None) -> str:
 def load_runs(root: str | Path | None = None) -> pd.DataFrame:
     """One row per complete run: its identity, settings that matter, and its metrics.
 
-    `protocol` comes from config.json ("val" where the key is missing: older records);
+    A run is complete when its metrics.json and config.json hold the same config hash (a
+    config.json rewritten for other settings after metrics.json was written describes another
+    run: such a folder is left out). `protocol` comes from config.json ("val" where the key is missing: older records);
     `overrides` is :func:`overrides_label` of the run's overrides."""
     root = Path(root) if root else results_dir()
     rows = []
     for mpath in sorted((root / "runs").glob("*/metrics.json")):
         metrics = json.loads(mpath.read_text())
         cfg = json.loads((mpath.parent / "config.json").read_text())
+        if metrics.get("config_hash") != cfg.get("config_hash"):
+            continue
         rows.append({**metrics, "protocol": cfg.get("protocol") or metrics.get("protocol") or "val",
                      "overrides": overrides_label(cfg.get("overrides")),
                      "backbone": cfg["model"]["backbone"],

@@ -1,9 +1,16 @@
 """One run of the study: config -> data -> method -> fit -> test once -> run records.
 
 Writes `results/runs/<run_id>/config.json`, `history.csv` (after every epoch) and, when the
-run is complete, `metrics.json`; checkpoints go to `checkpoints_dir()/<run_id>/`. A run whose
-`metrics.json` exists is complete and is not run again; a run restarted with the same run id
-resumes from its last checkpoint.
+run is complete, `metrics.json`; checkpoints go to `checkpoints_dir()/<run_id>/`. A run restarted
+with the same run id and settings resumes from its last checkpoint.
+
+A record never lies: config.json and metrics.json carry the config hash, and a run is complete
+only when both hold this run's (:func:`is_complete`); config.json is written only when a run
+starts with settings it does not already hold, and metrics.json last. A run id whose finished
+run (metrics.json) or checkpoint (last.pt) has other settings is refused, in one line and before
+anything is written (:class:`RunIdTaken`), unless `replace=True`, which moves the old record to
+`results/runs/.replaced/<run_id>-<UTC time>/` (git-ignored) and deletes its checkpoints first
+(:func:`archive_run`). `wall_time_s` adds up every process that worked on the run.
 
 The configuration comes resolved (fgvc.study.config.resolve) and is used as given; only the choices
 that depend on the machine the run executes on are made here, by :func:`resolve_machine`, and
@@ -18,6 +25,8 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import shutil
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,18 +37,104 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from fgvc import io
+from fgvc.cli import UserError
 from fgvc.study import fastpath
 from fgvc.study.config import resolve
 from fgvc.engine import (FitState, dist_info, epoch_seed, evaluate, fit, load_model_state,
                      peak_memory_mb, seed_everything)
 from fgvc.methods import create_method, method_class
-from fgvc.paths import checkpoints_dir, resolve as resolve_path, results_dir
+from fgvc.paths import checkpoints_dir, portable, resolve as resolve_path, results_dir
+
+REPLACED = ".replaced"   # results/runs/.replaced/<run_id>-<time>/: records replaced (git-ignored)
+
+
+class RunIdTaken(UserError, ValueError):
+    """The run id holds a finished or checkpointed run of other settings."""
+
+
+def run_dir_of(run_id: str) -> Path:
+    """The record folder of a run: results/runs/<run_id>/."""
+    return results_dir() / "runs" / run_id
+
+
+def _json_hash(path: Path) -> str | None:
+    """The `config_hash` of a JSON record; None when the file is missing or unreadable."""
+    try:
+        return io.read_json(path).get("config_hash")
+    except (OSError, ValueError):
+        return None
+
+
+def checkpoint_hash(path: Path) -> str | None:
+    """The config hash a checkpoint was written under (None: no checkpoint). Memory-mapped: the
+    weights are not read."""
+    if not path.is_file():
+        return None
+    for mmap in (True, False):  # mmap needs torch's zip format (torch.save's default)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True,
+                              mmap=mmap).get("config_hash")
+        except Exception:  # noqa: BLE001 - a foreign or unreadable file: it resumes nothing
+            continue
+    return "unreadable"
+
+
+def stored_hashes(run_id: str) -> dict[str, str | None]:
+    """The config hashes of what a run id holds: its metrics.json, config.json and last.pt."""
+    run_dir = run_dir_of(run_id)
+    return {"metrics": _json_hash(run_dir / "metrics.json"),
+            "config": _json_hash(run_dir / "config.json"),
+            "checkpoint": checkpoint_hash(checkpoints_dir() / run_id / "last.pt")}
 
 
 def is_complete(cfg: dict) -> bool:
-    """True when the run's metrics.json exists and was written under this very config."""
-    path = results_dir() / "runs" / cfg["run_id"] / "metrics.json"
-    return path.is_file() and io.read_json(path).get("config_hash") == cfg["config_hash"]
+    """True when the run's metrics.json and config.json both exist and hold this config's hash."""
+    run_dir = run_dir_of(cfg["run_id"])
+    return (_json_hash(run_dir / "metrics.json") == cfg["config_hash"]
+            and _json_hash(run_dir / "config.json") == cfg["config_hash"])
+
+
+def conflict(cfg: dict) -> str | None:
+    """Why the run id of `cfg` cannot take this config (its finished run or its checkpoint has
+    other settings), as the one-line message of :class:`RunIdTaken`; None when it can."""
+    rid, h = cfg["run_id"], cfg["config_hash"]
+    held = stored_hashes(rid)
+    for key, what, path in (("metrics", "a finished run", run_dir_of(rid) / "metrics.json"),
+                            ("checkpoint", "a checkpoint",
+                             checkpoints_dir() / rid / "last.pt")):
+        if held[key] is not None and held[key] != h:
+            return (f"run id {rid!r} holds {what} of other settings (config {held[key]} in "
+                    f"{portable(str(path))}; these settings are config {h}): nothing was "
+                    f"written. Give another run id (--run-id), or replace that run "
+                    f"(--replace; run(..., replace=True)), which archives its record in "
+                    f"{portable(str(results_dir() / 'runs' / REPLACED))}/ and deletes its "
+                    f"checkpoints.")
+    return None
+
+
+def record_state(cfg: dict) -> str:
+    """What the run id of `cfg` holds for it: "done" (complete with this config), "stale" (a
+    finished run or checkpoint of other settings: :func:`conflict`) or "new" (nothing, or a
+    run of this config to resume)."""
+    if is_complete(cfg):
+        return "done"
+    return "stale" if conflict(cfg) else "new"
+
+
+def archive_run(run_id: str) -> Path | None:
+    """Move a run's record to results/runs/.replaced/<run_id>-<UTC time>/ and delete its
+    checkpoint folder; return the archive (None: there was no record). The record moves first,
+    in one rename: an interrupted archive leaves either the whole old record or none of it."""
+    run_dir, ckpt = run_dir_of(run_id), checkpoints_dir() / run_id
+    dest = None
+    if run_dir.is_dir():
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        dest = results_dir() / "runs" / REPLACED / f"{run_id}-{stamp}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(run_dir, dest)
+    if ckpt.is_dir():
+        shutil.rmtree(ckpt)
+    return dest
 
 
 def pick_device(name: str) -> torch.device:
@@ -141,27 +236,42 @@ def make_loaders(bundle, cfg: dict, pair_mode: str | None):
 
 
 def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None = None,
-        progress: bool = True, **resolve_kwargs) -> dict:
+        progress: bool = True, replace: bool = False, **resolve_kwargs) -> dict:
     """Run one configuration to completion (or resume it); returns its metrics.
 
     Pass a resolved `cfg`, or the arguments of `fgvc.study.config.resolve` (method, variant, ...).
+    A complete run is returned as it is, unless `replace`: then whatever the run id holds is
+    archived (:func:`archive_run`) once the data is found, and the run trains anew. Without
+    `replace`, a run id holding a finished run or checkpoint of other settings raises
+    :class:`RunIdTaken` before anything is written.
     """
+    start = time.time()
     cfg = cfg or resolve(**resolve_kwargs)
     rank, world = dist_info()
-    run_dir = results_dir() / "runs" / cfg["run_id"]
+    run_dir = run_dir_of(cfg["run_id"])
     ckpt_dir = checkpoints_dir() / cfg["run_id"]
-    if is_complete(cfg):
-        return io.read_json(run_dir / "metrics.json")
+    if not replace:
+        if is_complete(cfg):
+            return io.read_json(run_dir / "metrics.json")
+        why = conflict(cfg)
+        if why:
+            raise RunIdTaken(why)
     machine = resolve_machine(cfg)
     record = {**cfg, "machine": machine}
-    start = time.time()
     seed_everything(cfg["seed"])
     device = torch.device(machine["device"])
     if cfg["data_root"]:
         cfg = {**cfg, "data_root": str(resolve_path(cfg["data_root"]))}
     bundle = build_data_for(cfg)
-    if rank == 0:  # after the data is found: a run that cannot start leaves no record behind
-        io.write_json(run_dir / "config.json", record)
+    # After the data is found: a run that cannot start leaves no record behind (and replaces none).
+    if replace:
+        if rank == 0 and (moved := archive_run(cfg["run_id"])) is not None:
+            print(f"replacing run {cfg['run_id']}: its earlier record moved to "
+                  f"{portable(str(moved))}/, its checkpoints deleted", file=sys.stderr, flush=True)
+        if world > 1:
+            torch.distributed.barrier()  # no rank looks for last.pt before it is gone
+    if rank == 0 and _json_hash(run_dir / "config.json") != cfg["config_hash"]:
+        io.write_json(run_dir / "config.json", record)  # a new run (a resumed one has its own)
     model = create_method(cfg["method"], bundle.num_classes, **cfg["model"]).to(device)
     amp, channels_last = machine["amp"], machine["channels_last"]
     if channels_last:
@@ -184,15 +294,19 @@ def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None 
 
     state = fit(model, train_loader_fn, val_loader, cfg["train"], device, ckpt_dir,
                 seed=cfg["seed"], config_hash=cfg["config_hash"], amp=amp,
-                channels_last=channels_last, on_epoch=record, progress=progress and rank == 0)
+                channels_last=channels_last, on_epoch=record, progress=progress and rank == 0,
+                started=start)
+    fit_end = time.time()
     # Test once, with the checkpoint selected on validation (protocol "val") or the final one.
     best = torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=True)
     load_model_state(core, best["model"])
     steps = cfg["train"]["max_steps"]
+    shown = progress and rank == 0
     val = (evaluate(model, val_loader, device, amp=amp, channels_last=channels_last,
-                    max_steps=steps) if val_loader is not None else {"top1": None, "top5": None})
+                    max_steps=steps, progress=shown, desc="validate (best)", leave=True)
+           if val_loader is not None else {"top1": None, "top5": None})
     test = evaluate(model, test_loader, device, amp=amp, channels_last=channels_last, max_steps=steps,
-                    genus=bundle.genus_index)
+                    genus=bundle.genus_index, progress=shown, desc="test", leave=True)
     hist = state.history
     train_s = sum(h["train_seconds"] for h in hist)
     metrics = {
@@ -211,7 +325,8 @@ def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None 
         "num_classes": bundle.num_classes,
         "bad_images_skipped": len(bundle.bad_images),
         "params": sum(p.numel() for p in core.parameters()),
-        "wall_time_s": time.time() - start,
+        # every process of the run: those before a resume (their checkpoint's), and this one
+        "wall_time_s": state.elapsed_s + time.time() - fit_end,
         "train_time_s": train_s,
         "train_images_per_s": sum(h["train_images"] for h in hist) / max(train_s, 1e-9),
         "peak_memory_mb": peak_memory_mb(device),
