@@ -21,7 +21,7 @@ def test_labels_follow_pair_mode(mode):
 
 def test_throughput_rows_relative_to_the_baseline():
     s = bench.throughput(["baseline", "no_such_method"], "scratch", 2, 32, peak=1e9,
-                         min_run_time=FAST, num_classes=4, log=lambda _: None)
+                         min_run_time=FAST, log=lambda _: None)
     base, bad = s["rows"]
     assert base["method"] == "baseline" and base["img/s"] > 0 and base["GFLOP/step"] > 0
     assert base["img/s"] == pytest.approx(2 / base["step s"])
@@ -33,7 +33,7 @@ def test_throughput_rows_relative_to_the_baseline():
 
 
 def test_engine_overhead_tiny():
-    s = bench.engine_overhead("scratch", batch=2, crop=32, steps=1, min_run_time=FAST, num_classes=4)
+    s = bench.engine_overhead("scratch", batch=2, crop=32, steps=1, min_run_time=FAST)
     engine, bare = (r["images/s"] for r in s["rows"])
     assert engine > 0 and bare > 0 and len(s["goals"]) == 1
 
@@ -49,8 +49,7 @@ def test_data_path_tiny(tmp_path):
 def test_main_writes_report(tmp_path):
     out = tmp_path / "bench.md"
     argv = ["--out", str(out), "--methods", "baseline", "--sections", "engine,scratch,data",
-            "--engine-steps", "1", "--data-images", "4", "--gemm-n", "64", "--min-run-time", str(FAST),
-            "--scratch-batch", "2", "--scratch-crop", "32"]
+            "--quick"]
     assert bench.main(argv) == 0
     text = out.read_text()
     for heading in ("## Goals", "## Machine", "## Engine overhead", "scratch profile",
@@ -105,11 +104,8 @@ def test_memory_section_tiny():
 
 def test_new_sections_through_main(tmp_path):
     out = tmp_path / "bench.md"
-    argv = ["--out", str(out), "--sections", "fastpath,compile,memory", "--gemm-n", "64",
-            "--min-run-time", str(FAST), "--fastpath-rounds", "1", "--fastpath-size", "32",
-            "--fastpath-batch", "2", "--compile-backend", "eager", "--scratch-batch", "2",
-            "--scratch-crop", "32", "--memory-steps", "1", "--memory-crop", "32",
-            "--memory-batch", "2"]
+    argv = ["--out", str(out), "--sections", "fastpath,compile,memory", "--quick",
+            "--fastpath-rounds", "1", "--compile-backend", "eager"]
     assert bench.main(argv) == 0
     text = out.read_text()
     for heading in ("## Fast paths: dtype x memory layout per backbone (cpu)", "## torch.compile (cpu)",
@@ -117,14 +113,32 @@ def test_new_sections_through_main(tmp_path):
         assert heading in text
 
 
-def test_the_report_carries_the_training_runs_speed_up_where_measured(tmp_path, monkeypatch):
-    monkeypatch.setenv("FGVC_RESULTS", str(tmp_path))
-    assert bench.training_runs_speedup() == []  # nothing measured: no section
-    (tmp_path / "fastpath").mkdir()
-    (tmp_path / "fastpath" / "fastpath.csv").write_text(
-        "part,method,metric,mean,lo,hi,n\n"
-        "parity,baseline,test_top1,1.5,-8.8,11.8,3\n"
-        "speed,baseline,speed-up,1.67,,,\nspeed,focus,speed-up,1.75,,,\n")
-    text = "\n".join(bench.training_runs_speedup())
-    assert "real training runs" in text and "| baseline" in text and "1.75" in text
-    assert "test_top1" not in text  # only the speed rows
+def test_one_throughput_section_per_profile_at_its_sizes():
+    from fgvc.study.config import load_profile
+
+    assert list(bench.SECTIONS) == ["engine", *bench.THROUGHPUT_PROFILES, "data", "fastpath",
+                                    "compile", "memory"]
+    scratch = load_profile("scratch")
+    assert bench.sizes("scratch") == (scratch["data"]["crop"], scratch["train"]["batch_size"])
+    assert bench.sizes("paper") == (448, bench.PAPER_BATCH)  # the paper's crop, a CPU's batch
+    assert bench.sizes("paper", quick=True) == bench.QUICK
+
+
+def test_paper_section_through_main(tmp_path):
+    out = tmp_path / "bench.md"
+    assert bench.main(["--out", str(out), "--sections", "paper", "--quick", "--methods", "baseline"]) == 0
+    text = out.read_text()
+    assert "## Training throughput per method: paper profile" in text
+    assert "resnet50, batch 2, 32 px" in text and "lowest FLOP/s / baseline, paper" in text
+
+
+def test_bench_step_trains_or_evaluates():
+    cfg = {"backbone": "resnet18", "input_size": 32}
+    train = bench.bench_step("baseline", cfg, 2)
+    model = train.model
+    before = [p.detach().clone() for p in model.parameters()]
+    train()
+    assert model.training and any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    infer = bench.bench_step("baseline", cfg, 2, train=False)
+    out = infer()
+    assert out["logits"].shape == (2, bench.NUM_CLASSES) and not out["logits"].requires_grad

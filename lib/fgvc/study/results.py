@@ -27,6 +27,7 @@ from fgvc.methods import method_rank
 from fgvc.study.config import load_variants
 from fgvc.paths import CONFIGS, results_dir
 from fgvc.study.stats import paired_difference, t_interval
+from fgvc.study.verdicts import claim_verdict
 
 # Names and order of datasets and methods come from their registries (fgvc.data.registry:
 # display_name, paper_dataset; fgvc.methods: list_methods, method_rank), never from a list here.
@@ -327,6 +328,38 @@ def _not_run_reason(failures, group, missing: list[tuple[str, str]]) -> str:
     return "; ".join(parts)
 
 
+def _claims_of(method: str) -> list[str]:
+    """The variants whose claims a method makes: `full` (beats the baseline) unless it is the
+    baseline, then each ablation row (full beats the row)."""
+    rows = [v for v in load_variants(method) if v != "full"]
+    return rows if method == "baseline" else ["full"] + rows
+
+
+def _claim(method: str, variant: str, pds: str) -> dict:
+    """What (method, variant) claims on paper dataset `pds`: arm, against, kind, claim and the
+    paper's numbers for both arms with their source ("" where either number is missing)."""
+    paper_arm = paper_number(method, "full", pds)
+    if variant == "full":
+        against, kind, claim = BASELINE, "beats baseline", f"{method} full beats baseline full"
+        paper_against, source = paper_baseline(method, pds)
+        source = f"{method}.yaml full - {source}" if source else ""
+    else:
+        against = (method, variant)
+        if load_variants(method)[variant].get("paper"):
+            kind = "component helps"
+            claim = f"{method}: what {variant} removes helps (full beats {variant})"
+        else:   # a row of ours (an earlier default), not one of the paper's
+            kind = "beats diagnostic row"
+            claim = f"{method}: full beats the diagnostic row {variant}"
+        paper_against = paper_number(method, variant, pds)
+        source = f"{method}.yaml full - {variant}"
+    if paper_arm is None or paper_against is None:
+        source = ""
+    return {"arm": (method, "full"), "against": against, "kind": kind, "claim": claim,
+            "paper_arm": _nan(paper_arm), "paper_against": _nan(paper_against),
+            "paper_source": source}
+
+
 def claims_table(runs: pd.DataFrame, failures: dict[str, str] | None = None,
                  methods: list[str] | None = None, metric: str = "test_top1",
                  confidence: float = CONFIDENCE) -> pd.DataFrame:
@@ -338,11 +371,12 @@ def claims_table(runs: pd.DataFrame, failures: dict[str, str] | None = None,
       diff = full - row, paper_gain = the paper's full - the paper's row. A row without
       paper numbers (a diagnostic row of ours) gives kind ``beats diagnostic row``.
 
-    diff_* is paired by seed (common seeds only), with a t interval. verdict: ``supported``
-    (interval above 0), ``contradicted`` (below 0), ``not distinguishable`` (holds 0), or
-    ``not tested`` with the reason (one seed only, no common seeds, row not run, a component
-    with no place on the backbone, from results/failures.json; a run of either arm that did
-    not learn: final train top-1 <= 2 x chance, column `learned` of :func:`load_runs`).
+    diff_* is paired by seed (common seeds only), with a t interval. verdict and reason:
+    :func:`fgvc.study.verdicts.claim_verdict` (``supported``, ``contradicted``, ``not
+    distinguishable``, or ``not tested`` with the reason: one seed only, no common seeds, row
+    not run, a component with no place on the backbone, from results/failures.json; a run of
+    either arm that did not learn: final train top-1 <= 2 x chance, column `learned` of
+    :func:`load_runs`).
     `methods`: default, every method with a variants file plus any other in `runs`.
     """
     runs = _prepare(runs) if not runs.empty else runs
@@ -361,62 +395,25 @@ def claims_table(runs: pd.DataFrame, failures: dict[str, str] | None = None,
                        if "learned" in g else {})
         pds = paper_dataset(group["dataset"])
         for method in methods:
-            if method == "baseline":
-                variants = [v for v in load_variants(method) if v != "full"]
-            else:
-                variants = ["full"] + [v for v in load_variants(method) if v != "full"]
-            for variant in variants:
-                if variant == "full":
-                    arm, against = (method, "full"), BASELINE
-                    kind, claim = "beats baseline", f"{method} full beats baseline full"
-                    paper_against, source = paper_baseline(method, pds)
-                    paper_arm = paper_number(method, "full", pds)
-                    source = f"{method}.yaml full - {source}" if source else ""
-                else:
-                    arm, against = (method, "full"), (method, variant)
-                    if load_variants(method)[variant].get("paper"):
-                        kind = "component helps"
-                        claim = f"{method}: what {variant} removes helps (full beats {variant})"
-                    else:   # a row of ours (an earlier default), not one of the paper's
-                        kind = "beats diagnostic row"
-                        claim = f"{method}: full beats the diagnostic row {variant}"
-                    paper_arm = paper_number(method, "full", pds)
-                    paper_against = paper_number(method, variant, pds)
-                    source = f"{method}.yaml full - {variant}"
-                if paper_arm is None or paper_against is None:
-                    source = ""
-                row = {**group, "method": method, "kind": kind, "claim": claim,
-                       "arm": "/".join(arm), "against": "/".join(against), "paper_dataset": pds,
-                       "paper_arm": _nan(paper_arm), "paper_against": _nan(paper_against),
-                       "paper_gain": _nan(paper_arm) - _nan(paper_against), "paper_source": source}
+            for variant in _claims_of(method):
+                c = _claim(method, variant, pds)
+                arm, against = c.pop("arm"), c.pop("against")
+                row = {**group, "method": method, **c, "arm": "/".join(arm),
+                       "against": "/".join(against), "paper_dataset": pds,
+                       "paper_gain": c["paper_arm"] - c["paper_against"]}
                 a, b = seeds.get(arm, {}), seeds.get(against, {})
-                row.update(n_arm=len(a), n_against=len(b))
                 pc = _paired_cols(a, b, confidence)
-                row.update(diff_mean=pc["diff_mean"], diff_std=pc["diff_std"],
-                           ci_low=pc["diff_ci_low"], ci_high=pc["diff_ci_high"],
-                           half_width=pc["diff_half_width"], n_pairs=pc["n_pairs"])
+                row.update(n_arm=len(a), n_against=len(b), diff_mean=pc["diff_mean"],
+                           diff_std=pc["diff_std"], ci_low=pc["diff_ci_low"],
+                           ci_high=pc["diff_ci_high"], half_width=pc["diff_half_width"],
+                           n_pairs=pc["n_pairs"])
                 missing = [x for x in (arm, against) if not seeds.get(x)]
                 unlearned = [f"{m}/{v} ({n} of {len(seeds.get((m, v), {}))} seeds)"
                              for m, v in (arm, against) if (n := not_learned.get((m, v), 0))]
-                if missing:
-                    verdict, reason = "not tested", _not_run_reason(failures, group, missing)
-                elif unlearned:
-                    verdict = "not tested"
-                    reason = ("training did not learn (final train top-1 <= 2 x chance): "
-                              + ", ".join(unlearned))
-                elif pc["n_pairs"] == 0:
-                    verdict, reason = "not tested", "no common seeds"
-                elif pc["n_pairs"] == 1:
-                    verdict, reason = "not tested", "one seed only"
-                else:
-                    lo, hi = pc["diff_ci_low"], pc["diff_ci_high"]
-                    if lo > 0:
-                        verdict, reason = "supported", "95 % CI above 0"
-                    elif hi < 0:
-                        verdict, reason = "contradicted", "95 % CI below 0"
-                    else:
-                        verdict, reason = "not distinguishable", "95 % CI holds 0"
-                row.update(verdict=verdict, reason=reason)
+                row.update(claim_verdict(
+                    pc["n_pairs"], pc["diff_ci_low"], pc["diff_ci_high"],
+                    not_run=_not_run_reason(failures, group, missing) if missing else "",
+                    not_learned=unlearned)._asdict())
                 rows.append(row)
     return _typed(pd.DataFrame(rows, columns=CLAIM_COLUMNS), CLAIM_COLUMNS)
 
