@@ -25,6 +25,7 @@ CREATED_BY_RUNS = {
     ".checkpoints": "every run writes its best.pt / last.pt there (git-ignored)",
     "results/.locks": "a grid holds one lock per run there while it runs",
     "results/bench_gpu.md": "`make gpu-check` writes it on a GPU machine; it has not run on one yet",
+    "results/runs/.replaced": "--replace archives a replaced run's record there (git-ignored)",
 }
 ROOT_FILES = {"README.md", "Makefile", "pyproject.toml", "requirements.txt", "environment.yml",
               "conftest.py"}
