@@ -528,9 +528,9 @@ def training_runs_speedup() -> list[str]:
     (fgvc.dev.fastpath_runs speed -> results/fastpath/fastpath.csv), where it exists."""
     import pandas as pd
 
-    from fgvc.paths import STUDY
+    from fgvc.paths import results_dir
 
-    path = STUDY / "fastpath" / "fastpath.csv"  # the committed measurement
+    path = results_dir() / "fastpath" / "fastpath.csv"
     if not path.is_file():
         return []
     rows = pd.read_csv(path)
