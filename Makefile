@@ -51,7 +51,7 @@ reproduction-report: $(STAMP)
 sweep: $(STAMP)
 	$(STUDY) $(BIN)/python -m fgvc.study.sweep --run --profile transfer
 
-## Every other ablation row of every paper (transfer profile), then the report.
+## Maintainers: every other ablation row of every paper (transfer profile) into results/, then the report.
 ablations: $(STAMP)
 	$(STUDY) $(BIN)/python -m fgvc.study.grid --profile transfer --grid ablations
 	$(BIN)/python -m fgvc.study.report --profile transfer --records results --write

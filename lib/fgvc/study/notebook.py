@@ -25,10 +25,12 @@ from traitlets import default
 
 from fgvc.paths import portable
 
-# nbstripout's options for the stored notebooks: keep the outputs; drop execution counts,
-# papermill's metadata (times, paths, parameters), nbclient's per-cell execution times and
-# widget state (nbstripout's own defaults: metadata.widgets, cell.metadata.execution, ...).
-NBSTRIPOUT = ["--keep-output", "--extra-keys", "metadata.papermill cell.metadata.papermill"]
+# nbstripout's options for the stored notebooks: keep the outputs and the execution counts
+# (nbval takes a cell without a count for one never run); drop papermill's metadata (times,
+# paths, parameters), nbclient's per-cell execution times and widget state (nbstripout's own
+# defaults: metadata.widgets, cell.metadata.execution, ...).
+NBSTRIPOUT = ["--keep-output", "--keep-count", "--extra-keys",
+              "metadata.papermill cell.metadata.papermill"]
 # The kernel `make setup` installs (ipykernel install --name python3 --display-name ...): the
 # stored notebooks name it, so that JupyterLab has nothing to rewrite when it opens them.
 KERNELSPEC = {"display_name": "Python 3 (fgvc-study)", "language": "python", "name": "python3"}

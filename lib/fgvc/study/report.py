@@ -25,7 +25,7 @@ import pandas as pd
 
 from fgvc import io
 from fgvc.paths import NOTEBOOKS, ROOT, STUDY, portable, resolve, results_dir
-from fgvc.study.notebook import execute
+from fgvc.study.notebook import execute, normalise
 
 REPORTS = ["30_report.ipynb", "20_gradcam.ipynb", "40_complexity.ipynb"]
 # The study's settings where they differ from the notebooks' stored (tiny, fast) defaults.
@@ -120,7 +120,8 @@ def preview(path: str | Path, width: int = 1300):
 def build(profile: str = "transfer", notebooks: list[str] | None = None,
           records: str | Path = STUDY, write: bool = False) -> None:
     """Execute the report notebooks on `records`: executed copies into `<records>/reports/`
-    when writing, else into results_dir()/reports (the scratch folder by default)."""
+    when writing, else into results_dir()/reports (the scratch folder by default), volatile
+    metadata stripped (fgvc.study.notebook.normalise)."""
     records = resolve(records)
     out = (records if write else results_dir()) / "reports"
     out.mkdir(parents=True, exist_ok=True)
@@ -133,6 +134,7 @@ def build(profile: str = "transfer", notebooks: list[str] | None = None,
         params = {"records": str(records), "profile": profile, "write": write,
                   **STUDY_PARAMS.get(name, {})}
         execute(src, out / name, parameters=params, cwd=ROOT)
+        normalise(out / name)  # no volatile metadata: opened in JupyterLab, it stays as written
 
 
 def main(argv: list[str] | None = None) -> int:
