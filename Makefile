@@ -1,9 +1,18 @@
 # The study's commands. Each creates or reuses the local virtual environment .venv by itself.
+#
+# Only the maintainers' targets write tracked files under results/, and each names it as its
+# destination ($(STUDY), report --write): study-new, ablations, sweep, report,
+# reproduction-report, bench, gpu-check, mutate (and, outside make, `python -m
+# fgvc.study.readings` and `python -m fgvc.dev.fastpath_runs`). Everything else, every command
+# run with its defaults and every notebook run with its stored defaults writes into the
+# git-ignored scratch/ (fgvc.paths: results in scratch/results, checkpoints beside them).
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export TQDM_DISABLE ?=
+# The maintainers' destination: the committed study (checkpoints in .checkpoints/, git-ignored).
+STUDY   := FGVC_RESULTS=$(CURDIR)/results
 
 .PHONY: help study study-new reproduction-report sweep ablations pipeline-check test mutate lab bench gpu-check report setup notebooks
 .DEFAULT_GOAL := help
@@ -31,8 +40,8 @@ study: $(STAMP)
 
 ## Maintainers: replace the committed records with a new study on purpose (results/), then the report.
 study-new: $(STAMP)
-	$(BIN)/python -m fgvc.study.grid --profile transfer
-	$(BIN)/python -m fgvc.study.report --profile transfer
+	$(STUDY) $(BIN)/python -m fgvc.study.grid --profile transfer
+	$(BIN)/python -m fgvc.study.report --profile transfer --records results --write
 
 ## Maintainers: on a fresh clone, reproduce and commit results/reproduction.{md,csv}.
 reproduction-report: $(STAMP)
@@ -40,17 +49,17 @@ reproduction-report: $(STAMP)
 
 ## The lr sweep on validation that chose each method's lr (results/sweep/, not part of the study's time).
 sweep: $(STAMP)
-	$(BIN)/python -m fgvc.study.sweep --run --profile transfer
+	$(STUDY) $(BIN)/python -m fgvc.study.sweep --run --profile transfer
 
-## Every other ablation row of every paper (transfer profile), then the report.
+## Maintainers: every other ablation row of every paper (transfer profile) into results/, then the report.
 ablations: $(STAMP)
-	$(BIN)/python -m fgvc.study.grid --profile transfer --grid ablations
-	$(BIN)/python -m fgvc.study.report --profile transfer
+	$(STUDY) $(BIN)/python -m fgvc.study.grid --profile transfer --grid ablations
+	$(BIN)/python -m fgvc.study.report --profile transfer --records results --write
 
-## A fast pipeline check: ResNet-18 from scratch at 64 px (the scratch profile), every method and row.
+## A fast pipeline check: ResNet-18 from scratch at 64 px (the scratch profile), every method and row -> scratch/results/.
 pipeline-check: $(STAMP)
 	$(BIN)/python -m fgvc.study.grid --profile scratch
-	$(BIN)/python -m fgvc.study.report --profile scratch
+	$(BIN)/python -m fgvc.study.report --profile scratch --records "$${FGVC_RESULTS:-scratch/results}" --write
 
 ## The import contract (lint-imports), then the whole test suite (unit tests, papermill smoke runs, nbval).
 test: $(STAMP)
@@ -59,27 +68,27 @@ test: $(STAMP)
 
 ## Mutation testing (mutmut, not in CI) of the layers and the methods' forward/loss -> results/mutation.md.
 mutate: $(STAMP)
-	PYTHON=$(BIN)/python tools/mutate.sh
+	PYTHON=$(BIN)/python MUTATION_OUT=$(CURDIR)/results/mutation.md tools/mutate.sh
 
-## JupyterLab in the project's environment, opened in notebooks/ (as root too, e.g. in a container).
+## JupyterLab in the project's environment: the whole repository (notebooks, results/), opened on notebooks/.
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks --no-browser \
+	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks --no-browser \
 	  $$(test "$$(id -u)" = 0 && echo --allow-root)
 
 ## The benchmark (throughput, MFU, data path) -> results/bench.md.
 bench: $(STAMP)
-	$(BIN)/python -m fgvc.dev.bench
+	$(STUDY) $(BIN)/python -m fgvc.dev.bench
 
 ## The GPU check on a bare GPU machine (torch + torchvision only; lib/ on PYTHONPATH) -> results/bench_gpu.md.
 gpu-check:
-	PYTHON="$$(test -x $(BIN)/python && echo $(BIN)/python || echo $(PY))" tools/gpu_check.sh
+	$(STUDY) PYTHON="$$(test -x $(BIN)/python && echo $(BIN)/python || echo $(PY))" tools/gpu_check.sh
 
-## Rebuild every table and figure from the committed run records (cheap: no training).
+## Rebuild every table and figure from the committed run records (cheap: no training), into results/.
 report: $(STAMP)
-	$(BIN)/python -m fgvc.study.report --profile transfer
+	$(BIN)/python -m fgvc.study.report --profile transfer --records results --write
 
-## Re-execute the stored notebooks with their tiny defaults (what nbval compares), outside results/.
+## Re-execute the stored notebooks with their stored defaults (the reports: the committed study; training: a smoke run in a temporary folder), volatile metadata stripped (nbstripout).
 notebooks: $(STAMP)
 	tmp=$$(mktemp -d) && for nb in notebooks/*.ipynb; do \
 	  FGVC_RESULTS=$$tmp/results FGVC_CHECKPOINTS=$$tmp/ckpt FGVC_DATA=$$tmp/data TQDM_DISABLE=1 \
-	  $(BIN)/python -m fgvc.study.notebook $$nb $$nb --cwd . || exit 1; done; rm -rf $$tmp
+	  $(BIN)/python -m fgvc.study.notebook $$nb $$nb --cwd . --normalise || exit 1; done; rm -rf $$tmp

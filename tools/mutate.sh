@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make mutate: mutation testing with mutmut 3 (not in CI) of lib/fgvc/layers/ and the forward and
 # loss code of lib/fgvc/methods/ ([tool.mutmut] in pyproject.toml), then the report
-# results/mutation.md (python -m fgvc.dev.mutation). Runs in build/mutate/, a copy of the package
+# (python -m fgvc.dev.mutation) into $MUTATION_OUT (make mutate: results/mutation.md; unset: scratch/results/). Runs in build/mutate/, a copy of the package
 # under src/ with the tests and configs: mutmut derives module names from file paths and strips
 # only "src.", so lib/ itself would give it names ("lib.fgvc...") the tests never import.
 #   tools/mutate.sh [mutmut name pattern, e.g. 'fgvc.layers.erase*']
@@ -25,4 +25,5 @@ start=$(date +%s)
 seconds=$(( $(date +%s) - start ))
 "$py" -m mutmut results --all true > "$work/results.txt" || true
 cd "$root"
-exec "$py" -m fgvc.dev.mutation "$work/results.txt" --work "$work" --seconds "$seconds"
+exec "$py" -m fgvc.dev.mutation "$work/results.txt" --work "$work" --seconds "$seconds" \
+  ${MUTATION_OUT:+--out "$MUTATION_OUT"}

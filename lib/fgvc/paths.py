@@ -8,21 +8,40 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
 NOTEBOOKS = ROOT / "notebooks"
+# The committed study (tracked): read by the reports and the reproduction; written only by the
+# maintainers' commands, which name it as their destination (FGVC_RESULTS=results, --write).
+STUDY = ROOT / "results"
+# Git-ignored: where everything else writes by default, so that nothing run with its defaults
+# (a notebook, a command) touches a tracked file.
+SCRATCH = ROOT / "scratch"
 
 
 def results_dir() -> Path:
-    """Where run records, tables and figures go (env FGVC_RESULTS overrides)."""
-    return Path(os.environ.get("FGVC_RESULTS", ROOT / "results"))
+    """Where run records, tables and figures go: env FGVC_RESULTS (a relative path is taken
+    from the repository root), else the git-ignored scratch/results."""
+    env = os.environ.get("FGVC_RESULTS")
+    return resolve(env) if env else SCRATCH / "results"
+
+
+def checkpoints_for(results_root: str | os.PathLike) -> Path:
+    """The checkpoints of a results root, one folder per root, so that a run never resumes from
+    the checkpoint of the same run id in another root (a scratch run from a study run's):
+    .checkpoints/ for the committed study, `<root>/.checkpoints` for any other root."""
+    root = resolve(results_root)
+    return ROOT / ".checkpoints" if root.resolve() == STUDY.resolve() else root / ".checkpoints"
 
 
 def checkpoints_dir() -> Path:
-    """Where checkpoints go: git-ignored, never in the repository (env FGVC_CHECKPOINTS)."""
-    return Path(os.environ.get("FGVC_CHECKPOINTS", ROOT / ".checkpoints"))
+    """Where checkpoints go: git-ignored, never in the repository; env FGVC_CHECKPOINTS, else
+    those of the results root (checkpoints_for(results_dir()))."""
+    env = os.environ.get("FGVC_CHECKPOINTS")
+    return resolve(env) if env else checkpoints_for(results_dir())
 
 
 def data_dir() -> Path:
-    """Default parent of dataset roots (env FGVC_DATA overrides)."""
-    return Path(os.environ.get("FGVC_DATA", ROOT / "data"))
+    """Default parent of dataset roots (env FGVC_DATA overrides; generated data is git-ignored)."""
+    env = os.environ.get("FGVC_DATA")
+    return resolve(env) if env else ROOT / "data"
 
 
 def resolve(path: str | os.PathLike) -> Path:

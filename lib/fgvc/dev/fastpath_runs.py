@@ -30,8 +30,10 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "results" / "fastpath"
+from fgvc.paths import ROOT, STUDY
+
+# A maintainers' command: its runs and report are part of the committed study.
+OUT = STUDY / "fastpath"
 ONE_EPOCH = {"train.epochs": 1, "train.warmup_epochs": 0}
 
 
@@ -97,7 +99,6 @@ def _machine(root: Path, runs: pd.DataFrame) -> str:
 
 
 def report() -> None:
-    from fgvc.paths import results_dir
     from fgvc.study.stats import paired_difference
 
     lines = ["# The CPU fast path in the transfer study", "",
@@ -105,11 +106,11 @@ def report() -> None:
              "(runs under `results/fastpath/*/runs/`).", ""]
     rows = []
     if (OUT / "parity").exists():
-        bf16, fp32 = _runs(OUT / "parity"), _runs(results_dir())
+        bf16, fp32 = _runs(OUT / "parity"), _runs(STUDY)
         fp32 = fp32[(fp32.profile == "transfer") & (fp32.variant == "full") & (fp32.overrides == "none")]
         lines += ["## Accuracy: bf16 autocast vs fp32 (both channels_last), paired by seed", "",
                   f"bf16 runs on {_machine(OUT / 'parity', bf16)}; fp32 runs: the committed study "
-                  f"(`results/runs/`, {_machine(results_dir(), fp32)}).", "",
+                  f"(`results/runs/`, {_machine(STUDY, fp32)}).", "",
                   "| method | metric | fp32 by seed | bf16 by seed | mean bf16 - fp32 | 95 % CI |",
                   "|---|---|---|---|---|---|"]
         for m in ("baseline", "lafe"):
@@ -135,7 +136,7 @@ def report() -> None:
             {True: "channels_last", False: "contiguous"})
         tab = sp.pivot_table(index="method", columns="layout", values="train_images_per_s")
         tab["speed-up"] = tab["channels_last"] / tab["contiguous"]
-        study = _runs(results_dir())
+        study = _runs(STUDY)
         study = study[study.profile == "transfer"]
         walls = study.wall_time_s
         projected = (walls * study.method.map(tab["speed-up"])).sum(skipna=False)  # NaN if one is missing

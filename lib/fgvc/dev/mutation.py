@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("results", help="the output of `mutmut results --all true`")
     p.add_argument("--work", default=None, help="mutmut's folder, for the diffs (mutmut show)")
     p.add_argument("--seconds", type=float, default=None, help="the run's wall time")
-    p.add_argument("--out", default=None, help="default results/mutation.md")
+    p.add_argument("--out", default=None, help="default: results_dir()/mutation.md (make mutate: results/mutation.md)")
     p.add_argument("--explained", default=str(EXPLAINED), help="the survivors' entries (YAML)")
     a = p.parse_args(argv)
     statuses = parse_results(Path(a.results).read_text())

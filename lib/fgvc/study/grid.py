@@ -238,7 +238,7 @@ def execute(cfg: dict, threads: int | None = None, log=None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     executed, full_log = work / "10_train.ipynb", work / "papermill.log"
     executed.unlink(missing_ok=True)  # an earlier attempt's: its error is not this one's
-    params = {"config": json.dumps(cfg, sort_keys=True), "progress": False}
+    params = {"config": json.dumps(cfg, sort_keys=True), "progress": False, "results_root": str(results_dir())}
     env = dict(os.environ)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))

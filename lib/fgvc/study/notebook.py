@@ -1,9 +1,12 @@
 """Helpers for the notebooks: live training curves, and executing a notebook with papermill.
 
-    python -m fgvc.study.notebook notebooks/10_train.ipynb out.ipynb [-p '{"method": "lafe"}'] [--cwd DIR]
+    python -m fgvc.study.notebook notebooks/10_train.ipynb out.ipynb [-p '{"method": "lafe"}'] [--cwd DIR] [--normalise]
 
 runs a notebook like papermill's command line does, with a kernel that logs no warning or
-error when nothing went wrong (see :class:`QuietKernelManager`).
+error when nothing went wrong (see :class:`QuietKernelManager`). `--normalise` (what `make
+notebooks` does to the stored notebooks) then removes what changes from one execution to the
+next but the outputs, with nbstripout (:data:`NBSTRIPOUT`), so that a stored notebook opened in
+JupyterLab stays as committed.
 """
 from __future__ import annotations
 
@@ -21,6 +24,16 @@ from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import default
 
 from fgvc.paths import portable
+
+# nbstripout's options for the stored notebooks: keep the outputs and the execution counts
+# (nbval takes a cell without a count for one never run); drop papermill's metadata (times,
+# paths, parameters), nbclient's per-cell execution times and widget state (nbstripout's own
+# defaults: metadata.widgets, cell.metadata.execution, ...).
+NBSTRIPOUT = ["--keep-output", "--keep-count", "--extra-keys",
+              "metadata.papermill cell.metadata.papermill"]
+# The kernel `make setup` installs (ipykernel install --name python3 --display-name ...): the
+# stored notebooks name it, so that JupyterLab has nothing to rewrite when it opens them.
+KERNELSPEC = {"display_name": "Python 3 (fgvc-study)", "language": "python", "name": "python3"}
 
 
 def plot_history(history, title: str = ""):
@@ -113,6 +126,19 @@ def execute(input_path, output_path, parameters: dict | None = None, cwd=None,
     return nb
 
 
+def normalise(*paths, verify: bool = False) -> bool:
+    """Strip `paths` (notebooks) with nbstripout's options :data:`NBSTRIPOUT`; with `verify`,
+    change nothing and say whether they are already stripped. True: nothing (more) to strip."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "nbstripout", *NBSTRIPOUT, *(["--verify"] if verify else []),
+           *map(str, paths)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode and not verify:
+        raise RuntimeError(f"nbstripout failed: {proc.stderr or proc.stdout}")
+    return proc.returncode == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fgvc.study.notebook", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -121,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-p", "--parameters", default="{}", help="the parameters, as a JSON object")
     p.add_argument("--cwd", default=None, help="the kernel's working directory")
     p.add_argument("-k", "--kernel", default="python3")
+    p.add_argument("--normalise", action="store_true",
+                   help="afterwards strip the output notebook's volatile metadata (nbstripout)")
     a = p.parse_args(argv)
     # papermill's own command line logs at INFO, message only, on stderr: the same here.
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -132,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     except PapermillExecutionError as e:
         print(f"{e.ename}: {e.evalue}", file=sys.stderr)
         return 1
+    if a.normalise:
+        normalise(a.output)
     return 0
 
 

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "results" / "readings"
+from fgvc.paths import STUDY
+
+# A maintainers' command: its readings are part of the committed study.
+OUT = STUDY / "readings"
 
 # method -> reading -> (what the prose says, the settings that give it)
 READINGS = {
@@ -48,11 +50,10 @@ def run(seeds: list[int]) -> None:
 
 
 def report() -> None:
-    from fgvc.paths import results_dir
     from fgvc.study.results import load_runs, overrides_label
     from fgvc.study.stats import paired_difference
 
-    mine, committed = load_runs(OUT), load_runs(results_dir())
+    mine, committed = load_runs(OUT), load_runs(STUDY)
     rows = []
     for m, readings in READINGS.items():
         ref = committed[(committed.method == m) & (committed.variant == "full")
@@ -175,9 +176,7 @@ def main() -> None:
     elif a.what == "report":
         report()
     else:
-        from fgvc.paths import results_dir
-
-        study = results_dir()  # read now: run_into points FGVC_RESULTS at its own root
+        study = STUDY  # the committed study (run_into points FGVC_RESULTS at its own root)
         if a.run:
             focus_fix_run([int(s) for s in (a.seeds or "3,4").split(",")])
         focus_fix(study)

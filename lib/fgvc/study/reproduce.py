@@ -31,7 +31,7 @@ import pandas as pd
 
 from fgvc import io
 from fgvc.study.grid import plan
-from fgvc.paths import ROOT, results_dir
+from fgvc.paths import ROOT, STUDY
 
 # Test top-1 points a rerun on another CPU (kind or model) / library stack may differ by.
 # Measured on single transfer runs (test top-1, seed 0): AVX-512 + bf16 Xeon -> AVX2 EPYC
@@ -112,11 +112,12 @@ def _env(root: Path) -> dict:
 def reproduce(profile: str = "transfer", grid: str = "study", root: Path = DEFAULT_ROOT,
               committed: Path | None = None, report: bool = True, overrides: dict | None = None,
               **narrow) -> pd.DataFrame:
-    """Retrain the grid into `root`, compare with `committed` (results/), write the report.
+    """Retrain the grid into `root`, compare with `committed` (default: the committed study,
+    results/), write the report.
     `overrides` and `narrow` (methods, variants, seeds) narrow the grid, as in fgvc.study.grid."""
     from fgvc.study.results import claims_table, load_failures, load_runs
 
-    committed = committed or results_dir()
+    committed = committed or STUDY
     root = Path(root)
     specs = plan(profile, grid=grid, overrides=overrides, **narrow)
     start = time.time()
@@ -148,8 +149,8 @@ def reproduce(profile: str = "transfer", grid: str = "study", root: Path = DEFAU
     io.write_text(root / "reproduction.csv", table.to_csv(index=False))
     io.write_text(root / "reproduction.md", markdown(table, changed, line, minutes))
     if report:
-        subprocess.call([sys.executable, "-m", "fgvc.study.report", "--profile", profile],
-                        env=_env(root), cwd=ROOT)
+        subprocess.call([sys.executable, "-m", "fgvc.study.report", "--profile", profile,
+                         "--records", str(root), "--write"], env=_env(root), cwd=ROOT)
     print(line, flush=True)
     if rc:
         print(f"reproduce: the grid exited {rc} (failures in {root}/failures.json)")
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     table = reproduce(a.profile, a.grid, Path(a.root), report=not a.no_report)
     if a.commit_report and not table.empty:
         for name in ("reproduction.md", "reproduction.csv"):
-            shutil.copy(Path(a.root) / name, results_dir() / name)
+            shutil.copy(Path(a.root) / name, STUDY / name)
     return 0 if not table.empty and table["reproduced"].all() else 1
 
 

@@ -1,0 +1,100 @@
+"""Where things are written: the scratch folder by default, checkpoints per results root, the
+grid's destination passed to the training notebook, a report that writes only a complete grid
+and says what it replaced, and stored notebooks that JupyterLab opens without rewriting them."""
+import json
+import subprocess
+
+import pytest
+
+from fgvc import paths
+from fgvc.paths import NOTEBOOKS, ROOT, SCRATCH, STUDY
+from fgvc.study import grid
+from fgvc.study.notebook import KERNELSPEC, normalise
+from fgvc.study.report import Outputs, grid_gaps
+from fgvc.study.results import load_runs
+
+
+def test_defaults_write_into_the_ignored_scratch_folder(monkeypatch):
+    for var in ("FGVC_RESULTS", "FGVC_CHECKPOINTS"):
+        monkeypatch.delenv(var, raising=False)
+    assert paths.results_dir() == SCRATCH / "results"
+    assert paths.checkpoints_dir() == SCRATCH / "results" / ".checkpoints"
+    ignored = subprocess.run(["git", "check-ignore", "-q", "scratch/results/runs/x/metrics.json"],
+                             cwd=ROOT)
+    assert ignored.returncode == 0
+
+
+def test_checkpoints_are_per_results_root(monkeypatch, tmp_path):
+    monkeypatch.delenv("FGVC_CHECKPOINTS", raising=False)
+    assert paths.checkpoints_for(STUDY) == paths.checkpoints_for("results") == ROOT / ".checkpoints"
+    monkeypatch.setenv("FGVC_RESULTS", str(tmp_path / "a"))
+    assert paths.checkpoints_dir() == tmp_path / "a" / ".checkpoints"
+    monkeypatch.setenv("FGVC_RESULTS", "results")  # relative: from the repository root
+    assert paths.results_dir() == STUDY and paths.checkpoints_dir() == ROOT / ".checkpoints"
+    monkeypatch.setenv("FGVC_CHECKPOINTS", str(tmp_path / "c"))
+    assert paths.checkpoints_dir() == tmp_path / "c"
+
+
+def test_the_grid_passes_its_destination_to_the_training_notebook(isolated_results, monkeypatch):
+    seen = {}
+
+    def fake_run(cmd, **kw):
+        seen["params"] = json.loads(cmd[cmd.index("--parameters") + 1])
+        return subprocess.CompletedProcess(cmd, 1)
+
+    monkeypatch.setattr(grid.subprocess, "run", fake_run)
+    cfg = grid.plan("scratch", methods=["baseline"], variants=["full"], seeds=[0])[0].config()
+    with pytest.raises(RuntimeError):
+        grid.execute(cfg)
+    assert seen["params"]["results_root"] == str(isolated_results / "results")
+
+
+def test_a_report_writes_only_a_complete_grid_and_says_what_it_replaced(tmp_path):
+    study = load_runs(STUDY)
+    study = study[study["profile"] == "transfer"]
+    assert grid_gaps(study, "transfer") == []
+    part = Outputs(tmp_path, study.iloc[1:], "transfer", write=True)
+    assert not part.write and study["run_id"].iloc[0] in part.status()
+    part.text("tables/x.md", "new")
+    assert not (tmp_path / "tables").exists()
+    assert "nothing is written" in part.summary()
+    idle = Outputs(tmp_path, study, "transfer")  # write defaults to False
+    idle.text("tables/x.md", "new")
+    assert not (tmp_path / "tables").exists()
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables/same.md").write_text("same")
+    (tmp_path / "tables/old.md").write_text("old")
+    out = Outputs(tmp_path, study, "transfer", write=True)
+    for name, text in (("same.md", "same"), ("old.md", "changed"), ("new.md", "new")):
+        out.text(f"tables/{name}", text)
+    assert (tmp_path / "tables/old.md").read_text() == "changed"
+    assert out.done == [("tables/same.md", "unchanged"), ("tables/old.md", "replaced"),
+                        ("tables/new.md", "new")]
+    assert "replaced  tables/old.md" in out.summary()
+
+
+# the notebooks and the executed reports JupyterLab shows (make lab: the whole repository)
+STORED = sorted(str(p.relative_to(ROOT)) for p in [*NOTEBOOKS.glob("*.ipynb"),
+                                                    *(STUDY / "reports").glob("*.ipynb")])
+
+
+@pytest.mark.parametrize("name", STORED)
+def test_stored_notebooks_name_the_installed_kernel_and_carry_no_volatile_metadata(name):
+    nb = json.loads((ROOT / name).read_text())
+    assert nb["metadata"]["kernelspec"] == KERNELSPEC
+    assert "papermill" not in nb["metadata"] and "widgets" not in nb["metadata"]
+    assert normalise(ROOT / name, verify=True), "run make notebooks (nbstripout)"
+    cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert not [c for c in cells if set(c["metadata"]) - {"tags"}]
+    assert [c["execution_count"] for c in cells] == list(range(1, len(cells) + 1))  # nbval
+    assert any(c.get("outputs") for c in cells), "the stored outputs are kept"
+
+
+def test_the_stored_reports_show_the_committed_study():
+    def text(name):
+        nb = json.loads((NOTEBOOKS / name).read_text())
+        return "".join(t for c in nb["cells"] for o in c.get("outputs", []) for t in o.get("text", []))
+
+    for name in ("20_gradcam.ipynb", "30_report.ipynb"):
+        assert f"{len(load_runs(STUDY))} complete runs of profile 'transfer' in results" in text(name)
+    assert "results/figures/gallery_synthbirds_gradcam.png" in text("20_gradcam.ipynb")
