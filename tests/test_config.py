@@ -110,3 +110,64 @@ def test_machine_section_and_paths_do_not_change_the_hash():
     assert inside["data_root"] == "data/mine" and inside["config_hash"] == cfg["config_hash"]
     assert portable_path("data/x") == "data/x" and portable_path(None) is None
     assert portable_path("/elsewhere/cub") == "/elsewhere/cub"  # outside the repository: as given
+
+
+# ---------------------------------------------------------------- settings added later
+RECORDS = sorted(p for folder in ("runs", "sweep", "readings")
+                 for p in (ROOT / "results" / folder).rglob("config.json"))
+
+
+def test_every_committed_record_keeps_its_hash():
+    """The hash of each committed record, as stored, as with every added setting at its default,
+    and (for results/runs, the study `make study` reproduces) as resolved again today."""
+    from fgvc.study.config import ADDED_SETTINGS, added_model_fields
+
+    assert len(RECORDS) > 29
+    for path in RECORDS:
+        cfg = json.loads(path.read_text())
+        assert config_hash(cfg) == cfg["config_hash"], path
+        full = {**cfg, **{s: {**ADDED_SETTINGS[s], **cfg[s]} for s in ("data", "train")}}
+        full["model"] = {**added_model_fields(cfg["method"]), **cfg["model"]}
+        assert config_hash(full) == cfg["config_hash"], path
+        if path.parts[-3:-2] == ("runs",) and path.parent.parent.parent == ROOT / "results":
+            again = resolve(cfg["method"], cfg["variant"], cfg["dataset"], cfg["profile"], cfg["seed"],
+                            cfg["data_root"], cfg["overrides"])
+            assert again["config_hash"] == cfg["config_hash"], path
+
+
+def test_an_added_train_setting_counts_only_off_its_default():
+    cfg = resolve("baseline")
+    assert cfg["train"]["head_lr"] is None  # every profile gets the default
+    assert resolve("baseline", overrides={"train.head_lr": None})["config_hash"] == cfg["config_hash"]
+    set_ = resolve("baseline", overrides={"train.head_lr": 0.08})
+    assert set_["train"]["head_lr"] == 0.08 and set_["config_hash"] != cfg["config_hash"]
+    paper = resolve("baseline", profile="paper", dataset="cub")
+    assert paper["train"]["head_lr"] is None
+
+
+def test_an_added_model_field_counts_only_off_its_default(monkeypatch):
+    """A Config field declared `metadata={"added": True}` leaves the hash as it was at its
+    default; a field declared without it would change every hash."""
+    from dataclasses import dataclass, field
+
+    from fgvc.methods import method_class
+    from fgvc.methods import registry
+
+    before = resolve("baseline")
+    base = method_class("baseline")
+
+    @dataclass
+    class Later(base.Config):
+        later_switch: float = field(default=1.0, metadata={"added": True})
+
+    @dataclass
+    class Plain(base.Config):
+        plain_switch: float = 1.0
+
+    for config, name in ((Later, "later_switch"), (Plain, "plain_switch")):
+        monkeypatch.setitem(registry._METHODS, "baseline", type("B", (base,), {"Config": config}))
+        cfg = resolve("baseline")
+        assert cfg["model"][name] == 1.0
+        assert (cfg["config_hash"] == before["config_hash"]) == (config is Later)
+        off = resolve("baseline", overrides={f"model.{name}": 2.0})
+        assert off["config_hash"] not in (cfg["config_hash"], before["config_hash"])
