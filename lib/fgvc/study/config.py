@@ -36,11 +36,40 @@ def list_profiles() -> list[str]:
     return sorted(p.stem for p in (CONFIGS / "profiles").glob("*.yaml"))
 
 
-def load_profile(name: str) -> dict:
+def load_profile(name: str, _seen: tuple[str, ...] = ()) -> dict:
+    """A profile's settings. A profile with `extends: <parent>` is its parent's profile with
+    its own settings deep-merged over it (a list, e.g. `seeds`, replaces the parent's; its
+    `grid:` entries replace the parent's of the same name and add the others), so that a
+    profile that changes a few settings names only those."""
     path = CONFIGS / "profiles" / f"{name}.yaml"
     if not path.is_file():
         raise ValueError(f"unknown profile {name!r}; valid: {list_profiles()}")
-    return _yaml(path)
+    prof = _yaml(path)
+    parent = prof.pop("extends", None)
+    if parent is None:
+        return prof
+    if parent in (*_seen, name):
+        raise ValueError(f"profile {name!r} extends {parent!r}, which extends it: "
+                         f"{' -> '.join((*_seen, name, parent))}")
+    base = load_profile(parent, (*_seen, name))
+    for section in SECTIONS:
+        known = {*base.get(section, {}), *ADDED_SETTINGS.get(section, {})}
+        unknown = sorted(set(prof.get(section) or {}) - known) if section != "model" else []
+        if unknown:
+            raise ValueError(f"profile {name}: {section} setting(s) {unknown} unknown to "
+                             f"{parent}; valid: {sorted(known)}")
+    return _deep_merge(base, prof)
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    """`over` merged into a copy of `base`: dicts key by key, any other value replaced."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def load_variants(method: str) -> dict[str, dict]:
