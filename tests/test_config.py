@@ -110,3 +110,127 @@ def test_machine_section_and_paths_do_not_change_the_hash():
     assert inside["data_root"] == "data/mine" and inside["config_hash"] == cfg["config_hash"]
     assert portable_path("data/x") == "data/x" and portable_path(None) is None
     assert portable_path("/elsewhere/cub") == "/elsewhere/cub"  # outside the repository: as given
+
+
+# ---------------------------------------------------------------- settings added later
+RECORDS = sorted(p for folder in ("runs", "sweep", "readings")
+                 for p in (ROOT / "results" / folder).rglob("config.json"))
+
+
+def test_every_committed_record_keeps_its_hash():
+    """The hash of each committed record, as stored, as with every added setting at its default,
+    and (for results/runs, the study `make study` reproduces) as resolved again today."""
+    from fgvc.study.config import ADDED_SETTINGS, added_model_fields
+
+    assert len(RECORDS) > 29
+    for path in RECORDS:
+        cfg = json.loads(path.read_text())
+        assert config_hash(cfg) == cfg["config_hash"], path
+        full = {**cfg, **{s: {**ADDED_SETTINGS[s], **cfg[s]} for s in ("data", "train")}}
+        full["model"] = {**added_model_fields(cfg["method"]), **cfg["model"]}
+        assert config_hash(full) == cfg["config_hash"], path
+        if path.parts[-3:-2] == ("runs",) and path.parent.parent.parent == ROOT / "results":
+            again = resolve(cfg["method"], cfg["variant"], cfg["dataset"], cfg["profile"], cfg["seed"],
+                            cfg["data_root"], cfg["overrides"])
+            assert again["config_hash"] == cfg["config_hash"], path
+
+
+def test_an_added_train_setting_counts_only_off_its_default():
+    cfg = resolve("baseline")
+    assert cfg["train"]["head_lr"] is None  # every profile gets the default
+    assert resolve("baseline", overrides={"train.head_lr": None})["config_hash"] == cfg["config_hash"]
+    set_ = resolve("baseline", overrides={"train.head_lr": 0.08})
+    assert set_["train"]["head_lr"] == 0.08 and set_["config_hash"] != cfg["config_hash"]
+    paper = resolve("baseline", profile="paper", dataset="cub")
+    assert paper["train"]["head_lr"] is None
+
+
+def test_an_added_model_field_counts_only_off_its_default(monkeypatch):
+    """A Config field declared `metadata={"added": True}` leaves the hash as it was at its
+    default; a field declared without it would change every hash."""
+    from dataclasses import dataclass, field
+
+    from fgvc.methods import method_class
+    from fgvc.methods import registry
+
+    before = resolve("baseline")
+    base = method_class("baseline")
+
+    @dataclass
+    class Later(base.Config):
+        later_switch: float = field(default=1.0, metadata={"added": True})
+
+    @dataclass
+    class Plain(base.Config):
+        plain_switch: float = 1.0
+
+    for config, name in ((Later, "later_switch"), (Plain, "plain_switch")):
+        monkeypatch.setitem(registry._METHODS, "baseline", type("B", (base,), {"Config": config}))
+        cfg = resolve("baseline")
+        assert cfg["model"][name] == 1.0
+        assert (cfg["config_hash"] == before["config_hash"]) == (config is Later)
+        off = resolve("baseline", overrides={f"model.{name}": 2.0})
+        assert off["config_hash"] not in (cfg["config_hash"], before["config_hash"])
+
+
+def _profiles(tmp_path, monkeypatch, **texts):
+    from fgvc.study import config
+
+    (tmp_path / "profiles").mkdir()
+    for name, text in texts.items():
+        (tmp_path / "profiles" / f"{name}.yaml").write_text(text)
+    monkeypatch.setattr(config, "CONFIGS", tmp_path)
+    return config.load_profile
+
+
+PARENT = """
+dataset: synthbirds
+seeds: [0, 1, 2]
+grid: {study: [{variants: [full]}], sweep: [{seeds: [0]}]}
+data: {crop: 128, synth: {n_genera: 4, preset: photo}}
+train: {lr: 0.02, epochs: 5}
+methods: {focus: {model: {num_regions: 2}, train: {lr: 0.08}}}
+"""
+
+
+def test_a_profile_extends_its_parent(tmp_path, monkeypatch):
+    load = _profiles(tmp_path, monkeypatch, parent=PARENT, child="""
+extends: parent
+seeds: [3]
+grid: {sweep: [{seeds: [1]}], extra: [{variants: all}]}
+data: {synth: {n_genera: 2}}
+train: {head_lr: 0.3}
+methods: {focus: {train: {lr: 0.01}}}
+""")
+    child = load("child")
+    assert "extends" not in child and child["seeds"] == [3]               # a list replaces
+    assert child["grid"] == {"study": [{"variants": ["full"]}], "sweep": [{"seeds": [1]}],
+                             "extra": [{"variants": "all"}]}              # grids by name
+    assert child["data"] == {"crop": 128, "synth": {"n_genera": 2, "preset": "photo"}}
+    assert child["train"] == {"lr": 0.02, "epochs": 5, "head_lr": 0.3}    # an added setting
+    assert child["methods"] == {"focus": {"model": {"num_regions": 2}, "train": {"lr": 0.01}}}
+    assert load("parent")["seeds"] == [0, 1, 2]
+
+
+def test_a_bad_extension_is_an_error(tmp_path, monkeypatch):
+    load = _profiles(tmp_path, monkeypatch, parent=PARENT, typo="extends: parent\ntrain: {lrr: 1}\n",
+                     a="extends: b\n", b="extends: a\n", orphan="extends: nowhere\n")
+    with pytest.raises(ValueError, match=r"train setting\(s\) \['lrr'\] unknown to parent"):
+        load("typo")
+    with pytest.raises(ValueError, match="a -> b -> a"):
+        load("a")
+    with pytest.raises(ValueError, match="unknown profile 'nowhere'"):
+        load("orphan")
+
+
+def test_transfer_next_is_transfer_with_one_backbone_recipe():
+    from fgvc.methods import list_methods
+
+    nxt, transfer = load_profile("transfer_next"), load_profile("transfer")
+    assert nxt["grid"]["study"] == transfer["grid"]["study"] and nxt["data"] == transfer["data"]
+    for method in list_methods():
+        cfg, old = resolve(method, profile="transfer_next"), resolve(method)
+        t = cfg["train"]
+        assert t["lr"] * t["backbone_lr_mult"] == pytest.approx(0.008) and t["head_lr"] is not None
+        assert cfg["model"] == old["model"] and cfg["data"] == old["data"]
+        assert cfg["run_id"] != old["run_id"] and cfg["config_hash"] != old["config_hash"]

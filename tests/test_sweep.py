@@ -83,3 +83,46 @@ def test_a_newer_record_of_the_same_point_supersedes_an_older_one(tmp_path):
             "finished_at": when}))
     t = sweep.load_sweep(tmp_path)
     assert t["run_id"].tolist() == ["new"] and t["val_top1"].tolist() == [50.0]
+
+
+# ------------------------------------------------------------ the head-lr sweep (--param)
+def test_a_head_lr_sweep_never_writes_into_results_sweep(tmp_path, monkeypatch):
+    from fgvc.paths import ROOT
+
+    monkeypatch.delenv("FGVC_RESULTS", raising=False)
+    assert sweep.sweep_root() == ROOT / "results" / "sweep"                   # the study's lrs
+    assert sweep.sweep_root("train.head_lr") == ROOT / "tmp" / "sweep_head_lr"  # git-ignored
+    assert sweep.sweep_root("train.head_lr", "results/readings/head_lr") == \
+        ROOT / "results" / "readings" / "head_lr"
+    with pytest.raises(ValueError, match="never writes into results/sweep/"):
+        sweep.sweep_root("train.head_lr", ROOT / "results" / "sweep")
+    with pytest.raises(ValueError, match="unknown sweep parameter 'train.epochs'"):
+        sweep.sweep_root("train.epochs")
+    monkeypatch.setenv("FGVC_RESULTS", str(tmp_path))
+    assert sweep.sweep_root("train.head_lr") == tmp_path / "sweep_head_lr"
+    assert sweep.sweep_root() == tmp_path / "sweep"
+
+
+def test_a_head_lr_sweep_sets_head_lr_only_and_reads_it_back(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(sweep.subprocess, "call", lambda cmd, env, cwd: calls.append((cmd, env)) or 0)
+    root = tmp_path / "head"
+    assert sweep.run_sweep("transfer_next", "baseline,pcanet", extend=False,
+                           param="train.head_lr", root=root) == 0
+    sets = [c[c.index("--set") + 1] for c, _ in calls]
+    assert sets == [f"train.head_lr={x:g}" for x in sweep.PARAMS["train.head_lr"][0]]
+    assert all(env["FGVC_RESULTS"] == str(root) for _, env in calls)
+    assert all(c[c.index("--methods") + 1] == "baseline,pcanet" for c, _ in calls)
+    for i, head_lr in enumerate([None, 0.16]):   # null: the new modules train at train.lr
+        d = root / "runs" / f"r{i}"
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps({"profile": "transfer_next",
+                                                   "train": {"lr": 0.08, "head_lr": head_lr}}))
+        (d / "metrics.json").write_text(json.dumps({
+            "method": "baseline", "variant": "full", "seed": 0, "val_top1": 50.0 + 0.5 * i,
+            "best_epoch": 5, "n_val": 120, "wall_time_s": 1.0, "run_id": f"r{i}"}))
+    assert sweep.load_sweep(root, "transfer_next", "train.head_lr")["lr"].tolist() == [0.08, 0.16]
+    assert sweep.load_sweep(root, "transfer_next")["lr"].tolist() == [0.08]  # by train.lr: one point
+    chosen = sweep.report("transfer_next", root, "train.head_lr")
+    assert chosen["chosen_lr"].tolist() == [0.08]   # +0.5 < one val image: the profile's
+    assert "by train.head_lr" in (root / "sweep.md").read_text()

@@ -151,9 +151,13 @@ def _all_reduce(values: list[float], device: torch.device) -> list[float]:
 
 # ------------------------------------------------------------------------- optimisation
 def build_optimizer(model: nn.Module, t: dict) -> torch.optim.Optimizer:
-    """SGD with momentum; pretrained layers at lr * backbone_lr_mult."""
+    """SGD with momentum: the method's new modules at head_lr (None, or a config resolved
+    before the setting existed: lr), its pretrained layers at lr * backbone_lr_mult; both
+    groups follow the same schedule (:func:`build_scheduler`) and weight decay."""
     core = unwrap(model)
-    groups = [{"params": core.new_parameters(), "lr": t["lr"], "name": "new"}]
+    head_lr = t.get("head_lr")
+    groups = [{"params": core.new_parameters(), "lr": t["lr"] if head_lr is None else head_lr,
+               "name": "new"}]
     old = core.pretrained_parameters()
     if old:
         groups.append({"params": old, "lr": t["lr"] * t["backbone_lr_mult"], "name": "pretrained"})

@@ -18,6 +18,15 @@ from fgvc.paths import CONFIGS, ROOT
 
 SECTIONS = ("data", "model", "train")
 
+# Settings added after the committed records, with their defaults: a profile that does not
+# name one gets the default, and config_hash leaves one out while it is at its default, so
+# that every committed run keeps its hash (a method's new model setting is declared instead
+# as a Config field with `dataclasses.field(default=..., metadata={"added": True})`).
+ADDED_SETTINGS: dict[str, dict[str, Any]] = {
+    "data": {},
+    "train": {"head_lr": None},  # lr of the method's new modules; None = train.lr
+}
+
 
 def _yaml(path: Path) -> dict:
     return yaml.safe_load(path.read_text()) or {}
@@ -27,11 +36,40 @@ def list_profiles() -> list[str]:
     return sorted(p.stem for p in (CONFIGS / "profiles").glob("*.yaml"))
 
 
-def load_profile(name: str) -> dict:
+def load_profile(name: str, _seen: tuple[str, ...] = ()) -> dict:
+    """A profile's settings. A profile with `extends: <parent>` is its parent's profile with
+    its own settings deep-merged over it (a list, e.g. `seeds`, replaces the parent's; its
+    `grid:` entries replace the parent's of the same name and add the others), so that a
+    profile that changes a few settings names only those."""
     path = CONFIGS / "profiles" / f"{name}.yaml"
     if not path.is_file():
         raise ValueError(f"unknown profile {name!r}; valid: {list_profiles()}")
-    return _yaml(path)
+    prof = _yaml(path)
+    parent = prof.pop("extends", None)
+    if parent is None:
+        return prof
+    if parent in (*_seen, name):
+        raise ValueError(f"profile {name!r} extends {parent!r}, which extends it: "
+                         f"{' -> '.join((*_seen, name, parent))}")
+    base = load_profile(parent, (*_seen, name))
+    for section in SECTIONS:
+        known = {*base.get(section, {}), *ADDED_SETTINGS.get(section, {})}
+        unknown = sorted(set(prof.get(section) or {}) - known) if section != "model" else []
+        if unknown:
+            raise ValueError(f"profile {name}: {section} setting(s) {unknown} unknown to "
+                             f"{parent}; valid: {sorted(known)}")
+    return _deep_merge(base, prof)
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    """`over` merged into a copy of `base`: dicts key by key, any other value replaced."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def load_variants(method: str) -> dict[str, dict]:
@@ -129,7 +167,7 @@ def resolve(method: str, variant: str = "full", dataset: str | None = None,
     # `model` holds every field of the method's Config (backbone, weights, input_size and the
     # method's own switches): profile, then the profile's per-method section, then the
     # variant, then the overrides; input_size follows data.crop unless set.
-    base = {s: copy.deepcopy(prof[s]) for s in SECTIONS}
+    base = {s: {**ADDED_SETTINGS.get(s, {}), **copy.deepcopy(prof[s])} for s in SECTIONS}
     valid = config_fields(cls.Config)
     unknown = sorted(set(base["model"]) - set(valid))
     if unknown:
@@ -230,7 +268,27 @@ def config_hash(cfg: dict) -> str:
     keep = {k: v for k, v in cfg.items() if k not in ("run_id", "config_hash", "data_root",
                                                        "overrides", "machine")}
     keep["train"] = {k: v for k, v in keep["train"].items() if k not in ("num_workers",)}
+    for section in ("data", "train"):
+        keep[section] = _without_defaults(keep[section], ADDED_SETTINGS[section])
+    keep["model"] = _without_defaults(keep["model"], added_model_fields(keep.get("method")))
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _without_defaults(section: dict, added: dict[str, Any]) -> dict:
+    """`section` less each added setting that is at its default (see ADDED_SETTINGS)."""
+    return {k: v for k, v in section.items() if not (k in added and v == added[k])}
+
+
+def added_model_fields(method: str | None) -> dict[str, Any]:
+    """Name -> default of the method's Config fields marked `metadata={"added": True}`
+    (settings added after the committed records); {} for a method not registered here."""
+    from dataclasses import fields
+
+    from fgvc.methods import list_methods, method_class
+
+    if method not in list_methods():
+        return {}
+    return {f.name: f.default for f in fields(method_class(method).Config) if f.metadata.get("added")}
 
 
 def default_run_id(cfg: dict) -> str:

@@ -18,6 +18,12 @@ profile's lr, because one image of 120 is within the split's noise. The chosen v
 copied by hand into the profile's per-method overrides (`methods.<m>.train.lr`), which
 tests/test_sweep.py checks against the committed records once every method is swept (the
 choices are applied together: tuning some methods and not others would bias the comparison).
+
+`--param train.head_lr` sweeps the lr of the methods' new modules instead, each method's
+backbone fixed at its profile's train.lr x backbone_lr_mult (the values and limits of
+`PARAMS`), into the folder given by --out, else $FGVC_RESULTS/sweep_head_lr, else the
+git-ignored tmp/sweep_head_lr/; never into results/sweep/, the records of the study's lrs.
+In its tables and files the column `lr` holds the swept parameter's value.
 """
 from __future__ import annotations
 
@@ -37,14 +43,45 @@ from fgvc.study.results import did_not_learn
 
 LRS = (0.01, 0.02, 0.04)
 LR_LIMITS = (0.00125, 0.16)     # the extension never leaves this range (factors of 2 from 0.01)
+# Swept parameter -> (values tried first, limits of the extension). head_lr: the new modules
+# around the baseline's 0.08, down to pcanet's old choice 0.0025 and below (factors of 2).
+PARAMS: dict[str, tuple[tuple[float, ...], tuple[float, float]]] = {
+    "train.lr": (LRS, LR_LIMITS),
+    "train.head_lr": ((0.02, 0.04, 0.08, 0.16), (0.00125, 0.64)),
+}
 
 
-def sweep_root() -> Path:
-    return results_dir() / "sweep"
+def sweep_root(param: str = "train.lr", out: str | Path | None = None) -> Path:
+    """The folder of a sweep's records: --out, else results/sweep/ for train.lr (the study's
+    lrs) and $FGVC_RESULTS/sweep_<name> or tmp/sweep_<name> for another parameter, which never
+    writes into the committed results/sweep/."""
+    if param not in PARAMS:
+        raise ValueError(f"unknown sweep parameter {param!r}; valid: {list(PARAMS)}")
+    name = param.split(".")[-1]
+    if out is not None:
+        root = Path(out).expanduser()
+        root = root if root.is_absolute() else ROOT / root
+    elif param == "train.lr":
+        return results_dir() / "sweep"
+    else:
+        root = results_dir() / f"sweep_{name}" if "FGVC_RESULTS" in os.environ \
+            else ROOT / "tmp" / f"sweep_{name}"
+    if param != "train.lr" and root.resolve() == (ROOT / "results" / "sweep").resolve():
+        raise ValueError(f"a sweep of {param} never writes into results/sweep/ (the records of "
+                         "the study's lrs); give another --out")
+    return root
 
 
-def load_sweep(root: Path | None = None, profile: str = "transfer") -> pd.DataFrame:
-    """One row per finished sweep run: method, lr, val top-1 (best epoch), epochs, seconds."""
+def _value(train: dict, param: str) -> float:
+    """The swept parameter's value in a record's train settings (head_lr null: train.lr)."""
+    value = train.get(param.split(".")[-1])
+    return train["lr"] if value is None else value
+
+
+def load_sweep(root: Path | None = None, profile: str = "transfer",
+               param: str = "train.lr") -> pd.DataFrame:
+    """One row per finished sweep run: method, lr (the value of `param`), val top-1 (best
+    epoch), epochs, seconds."""
     root = root or sweep_root()
     rows = []
     for mpath in sorted((root / "runs").glob("*/metrics.json")):
@@ -52,7 +89,7 @@ def load_sweep(root: Path | None = None, profile: str = "transfer") -> pd.DataFr
         if cfg["profile"] != profile:
             continue
         rows.append({"method": m["method"], "variant": m["variant"], "seed": m["seed"],
-                     "lr": cfg["train"]["lr"], "val_top1": m["val_top1"],
+                     "lr": _value(cfg["train"], param), "val_top1": m["val_top1"],
                      "best_epoch": m["best_epoch"], "n_val": m["n_val"],
                      "wall_time_s": m["wall_time_s"], "run_id": m["run_id"],
                      "num_classes": m.get("num_classes"),
@@ -106,17 +143,19 @@ def _blank(w: pd.DataFrame) -> pd.DataFrame:
     return w.astype(object).where(w.notna(), "")
 
 
-def report(profile: str = "transfer", root: Path | None = None) -> pd.DataFrame:
-    root = root or sweep_root()
-    table = load_sweep(root, profile)
+def report(profile: str = "transfer", root: Path | None = None,
+           param: str = "train.lr") -> pd.DataFrame:
+    root = root or sweep_root(param)
+    table = load_sweep(root, profile, param)
     if table.empty:
         print(f"sweep: no finished runs under {root}/runs")
         return table
-    default_lr = load_profile(profile)["train"]["lr"]
+    default_lr = _value(load_profile(profile)["train"], param)
     chosen = choose(table, default_lr)
     io.write_text(root / "sweep.csv", table.to_csv(index=False))
     io.write_text(root / "chosen.csv", chosen.to_csv(index=False))
-    md = (f"Validation top-1 (%) of each method's full model by learning rate, profile "
+    what = "learning rate" if param == "train.lr" else f"{param} (column lr)"
+    md = (f"Validation top-1 (%) of each method's full model by {what}, profile "
           f"{profile}, seed 0, protocol val (best epoch; {int(table['n_val'].max())} val images, "
           f"one image = {100 / table['n_val'].max():.2f} points). Test is not read.\n\n"
           + _blank(wide(table)).to_markdown() + "\n\nChosen by the rule (a gain of one val image or less keeps "
@@ -140,33 +179,38 @@ def extensions(table: pd.DataFrame, limits: tuple[float, float] = LR_LIMITS) -> 
     return out
 
 
-def _train(profile: str, lr: float, methods: list[str] | None) -> int:
-    env = {**os.environ, "FGVC_RESULTS": str(sweep_root()),
-           "FGVC_CHECKPOINTS": str(checkpoints_dir() / "sweep")}
+def _train(profile: str, lr: float, methods: list[str] | None, param: str = "train.lr",
+           root: Path | None = None) -> int:
+    root = root or sweep_root(param)
+    env = {**os.environ, "FGVC_RESULTS": str(root),
+           "FGVC_CHECKPOINTS": str(checkpoints_dir() / root.name)}
     cmd = [sys.executable, "-m", "fgvc.study.grid", "--profile", profile, "--grid", "sweep",
-           "--set", f"train.lr={lr:g}"] + (["--methods", ",".join(methods)] if methods else [])
+           "--set", f"{param}={lr:g}"] + (["--methods", ",".join(methods)] if methods else [])
     return subprocess.call(cmd, env=env, cwd=ROOT)
 
 
 def run_sweep(profile: str = "transfer", methods: str | None = None,
-              lrs: tuple[float, ...] = LRS, extend: bool = True) -> int:
+              lrs: tuple[float, ...] | None = None, extend: bool = True,
+              param: str = "train.lr", root: Path | None = None) -> int:
     """Train every sweep run, then extend at the edges (resumable: the grid skips finished runs)."""
+    root = root or sweep_root(param)
+    values, limits = PARAMS[param]
     only = methods.split(",") if methods else None
     rc = 0
-    for lr in sorted(lrs):      # ascending: a method that did not learn at an lr skips higher ones
+    for lr in sorted(lrs or values):  # ascending: a method that did not learn at an lr skips higher ones
         wanted = {m: lr for m in only or list_methods()}
-        names = list(below_divergence(load_sweep(profile=profile), wanted))
+        names = list(below_divergence(load_sweep(root, profile, param), wanted))
         if names:
-            rc |= _train(profile, lr, names)
+            rc |= _train(profile, lr, names, param, root)
     while extend and rc == 0:
-        table = load_sweep(profile=profile)
+        table = load_sweep(root, profile, param)
         if only:
             table = table[table["method"].isin(only)]
-        todo = below_divergence(table, extensions(table))
+        todo = below_divergence(table, extensions(table, limits))
         if not todo:
             break
         for lr in sorted(set(todo.values())):
-            rc |= _train(profile, lr, [m for m, x in todo.items() if x == lr])
+            rc |= _train(profile, lr, [m for m, x in todo.items() if x == lr], param, root)
     return rc
 
 
@@ -176,14 +220,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="transfer")
     p.add_argument("--run", action="store_true", help="train the sweep's runs first")
     p.add_argument("--methods", help="comma-separated methods (with --run)")
-    p.add_argument("--lrs", default=",".join(f"{x:g}" for x in LRS),
-                   help="comma-separated learning rates (with --run)")
+    p.add_argument("--param", default="train.lr", choices=list(PARAMS),
+                   help="the swept setting: train.lr (the study's lrs, into results/sweep/) or "
+                        "train.head_lr (the new modules' lr, each backbone at its profile's)")
+    p.add_argument("--out", help="folder of the sweep's records (default: results/sweep/ for "
+                                 "train.lr; $FGVC_RESULTS/sweep_head_lr or tmp/sweep_head_lr/)")
+    p.add_argument("--lrs", help="comma-separated values of --param (with --run; default: "
+                                 + "; ".join(f"{k}: {','.join(f'{x:g}' for x in v[0])}"
+                                             for k, v in PARAMS.items()) + ")")
     p.add_argument("--no-extend", action="store_true",
                    help="train only --lrs, do not extend a range whose best lies at its edge")
     a = p.parse_args(argv)
-    lrs = tuple(float(x) for x in a.lrs.split(","))
-    rc = run_sweep(a.profile, a.methods, lrs, extend=not a.no_extend) if a.run else 0
-    report(a.profile)
+    lrs = tuple(float(x) for x in a.lrs.split(",")) if a.lrs else None
+    try:
+        root = sweep_root(a.param, a.out)
+    except ValueError as e:
+        p.error(str(e))
+    rc = run_sweep(a.profile, a.methods, lrs, not a.no_extend, a.param, root) if a.run else 0
+    report(a.profile, root, a.param)
     return rc
 
 
