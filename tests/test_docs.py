@@ -25,7 +25,8 @@ CREATED_BY_RUNS = {
     ".checkpoints": "every run writes its best.pt / last.pt there (git-ignored)",
     "results/.locks": "a grid holds one lock per run there while it runs",
     "results/bench_gpu.md": "`make gpu-check` writes it on a GPU machine; it has not run on one yet",
-    "results/runs/.replaced": "--replace archives a replaced run's record there (git-ignored)",
+    "runs/.replaced": "--replace archives a replaced run's record there, under any results root (git-ignored)",
+    "scratch/results": "every command and notebook run with its defaults writes there (git-ignored)",
 }
 ROOT_FILES = {"README.md", "Makefile", "pyproject.toml", "requirements.txt", "environment.yml",
               "conftest.py"}
