@@ -73,6 +73,24 @@ Other choices where the paper is unclear (Config field; default; alternatives):
   sense with strides > 2), ceil_mode so the 2x2 output equals the old pool's size for odd
   inputs too (`pool_kernels`). The three maps are summed as the paper says (`pool_fuse`
   "sum"); "mean" keeps the activation scale that pretrained layer1 was trained on.
+
+The pooling on a backbone without a max-pool (ours, not the paper's; for the profile
+transfer_next; both settings are `added`: at their defaults the config hash is the old one).
+On Lite0 the graft above changes a pretrained stride, and block 1's first BatchNorm then sees
+its input mean shifted by several running stds. Two readings that change no pretrained stride:
+- `bn_recalibrate` (default False): before step 0 of a new run (fgvc.study.run calls
+  :meth:`calibrate`; not on resume) the running mean and variance of every backbone BatchNorm
+  the pooled map reaches are re-estimated from BN_CALIBRATION_BATCHES training batches (train
+  mode for those layers only, no gradient; weights untouched). With `pool_fuse` "mean":
+  variant `pool_mean_bn`.
+- `pool_mode` "branch" (default "graft" = the substitution above): the multi-scale pooling
+  becomes a branch beside the first stride-2 step after the stem (Lite0's block 1: reads its
+  16-channel stride-2 input; ResNet: beside the stem max-pool), a 1x1 conv + BN to the step's
+  channels (24 on Lite0) and a per-channel gate initialised to 0, added to the step's output
+  (fgvc.layers.hybrid.PoolBranch, fgvc.models.backbones.add_pool_branch). At step 0 the network
+  is exactly the pretrained one; the branch's parameters are new (trained at train.lr).
+  Variants `branch_pool`, `branch_pool_ma`, `branch_full`. The paper substitutes the pooling
+  for ResNet's max-pool; a branch is not in the paper.
 - EA threshold theta is not given (`theta`, default 0.5 of the min-max-normalised map).
   The map comes from the last MA block (the last of `ma_stages`).
 - Eq. 21 is garbled; we use the text's intent: the sum of both passes' cross-entropies.
