@@ -8,11 +8,13 @@ from torch import nn
 
 from fgvc.study.config import load_variants
 from fgvc.layers.hybrid import (ChannelAttention, HybridAttention, MultiScaleMaxPool,
-                                SpatialAttention)
+                                PoolBranch, SpatialAttention)
 from fgvc.methods import create_method
+from fgvc.methods.ma_ea import MaEa
 from fgvc.study.complexity import PAPER_TABLE4
-from fgvc.study.config import load_variants
+from fgvc.study.config import resolve
 from fgvc.study.cost import count_flops, count_params
+from tiny import TINY
 
 
 def _model(**cfg):
@@ -442,3 +444,178 @@ def test_eval_first_asks_no_block_for_erasure_parts():
     with torch.no_grad():
         model(x)
     assert len(ma_out) == 1 and torch.is_tensor(ma_out[0])
+
+
+# ----------------------------------------------------------------------------- pooling without a
+# pretrained stride change (ours, transfer_next): the branch and the BN recalibration
+def _lite0(**cfg):
+    torch.manual_seed(0)
+    return create_method("ma_ea", 3, backbone="efficientnet_lite0", input_size=64, **cfg)
+
+
+@pytest.mark.parametrize("backbone", ["efficientnet_lite0", "resnet18"])
+def test_branch_is_the_plain_network_at_init(backbone):
+    """With the gate at 0 the branched network computes what the plain one computes (same
+    backbone weights), in eval and in train mode; the pretrained state keys are all kept."""
+    torch.manual_seed(0)
+    plain = create_method("ma_ea", 3, backbone=backbone, input_size=64, use_pool=False,
+                          use_ma=False, use_ea=False)
+    branched = create_method("ma_ea", 3, backbone=backbone, input_size=64, pool_mode="branch",
+                             use_ma=False, use_ea=False)
+    missing, unexpected = branched.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(".side." in k for k in missing)
+    x = torch.randn(2, 3, 64, 64) * 3 + 1
+    for mode in (False, True):
+        plain.train(mode), branched.train(mode)
+        with torch.no_grad():
+            torch.testing.assert_close(branched(x)["logits"], plain(x)["logits"],
+                                       atol=1e-6, rtol=0)
+    assert not any(isinstance(m, MultiScaleMaxPool) for m in branched.backbone.stem)  # no graft
+
+
+def test_branch_on_lite0_shapes_gradients_and_lr_group():
+    """The branch reads block 1's input (16 ch, stride 2), adds 24 ch at stride 4; at step 0
+    only its gate gets a gradient (the rest sits behind the zero gate), after one step every
+    branch parameter does; its parameters are new (train.lr), not pretrained."""
+    model = _lite0(pool_mode="branch")
+    block1 = model.backbone.stages[0][1]
+    branch = block1.side
+    assert isinstance(branch, PoolBranch) and block1.residual is False
+    assert all(m.stride in ((1, 1), (2, 2)) for m in block1.block if isinstance(m, nn.Conv2d))
+    assert any(m.stride == (2, 2) for m in block1.block if isinstance(m, nn.Conv2d))  # kept
+    h = torch.randn(2, 16, 31, 32)
+    assert branch(h).shape == block1.block(h).shape == (2, 24, 16, 16)
+    assert torch.count_nonzero(branch(h)) == 0
+    x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 0])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(2):
+        opt.zero_grad()
+        loss, _ = model.loss(model.train()(x, y), y)
+        loss.backward()
+        grads = {n: p.grad for n, p in branch.named_parameters()}
+        if step == 0:
+            assert grads["gate"].abs().sum() > 0
+            assert all(g is None or g.abs().sum() == 0 for n, g in grads.items() if n != "gate")
+        opt.step()
+    assert all(g is not None and g.abs().sum() > 0 for g in grads.values())
+    model.backbone.pretrained = True  # as with weights "imagenet"
+    old = {id(p) for p in model.pretrained_parameters()}
+    new = {id(p) for p in model.new_parameters()}
+    assert all(id(p) in new and id(p) not in old for p in branch.parameters())
+    assert {id(p) for p in block1.block.parameters()} <= old
+
+
+def _stats(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    return bn.running_mean.clone(), bn.running_var.clone()
+
+
+def _bn_input(model, x, bn) -> torch.Tensor:
+    seen = []
+    h = bn.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach()))
+    with torch.no_grad():
+        model.eval()._pass(x, need_source=False)
+    h.remove()
+    return seen[0]
+
+
+def test_bn_recalibration_moves_stats_to_the_batch_statistics():
+    """Graft: block 1's first BN (input = the pooled map through the 1x1 expansion) gets the
+    mean and variance of its input over the calibration batches; BNs before the pool (stem,
+    block 0) keep theirs; no weight changes; the model's mode is restored."""
+    model = _lite0(use_ma=False, use_ea=False, pool_fuse="mean", bn_recalibrate=True)
+    stem_bn, block0_bn = model.backbone.stem[1], model.backbone.stages[0][0].block[1]
+    bn1 = model.backbone.stages[0][1].block[1]
+    before = {n: v.clone() for n, v in model.state_dict().items()}
+    batches = [torch.rand(4, 3, 64, 64) * 2 for _ in range(3)]
+    inputs = torch.cat([_bn_input(model, x, bn1) for x in batches])  # (12, 96, 32, 32)
+    norms = model.recalibrated_norms(batches[0])
+    assert bn1 in norms and stem_bn not in norms and block0_bn not in norms
+    assert all(n in norms for n in model.backbone.stages[3].modules() if isinstance(n, nn.BatchNorm2d))
+    model.train()
+    model.calibrate(iter(batches))
+    assert model.training
+    mean, var = _stats(bn1)
+    torch.testing.assert_close(mean, inputs.mean((0, 2, 3)), atol=1e-5, rtol=1e-4)
+    # per-batch unbiased variances averaged: close to the pooled variance (same distribution)
+    torch.testing.assert_close(var, inputs.var((0, 2, 3)), atol=1e-4, rtol=0.05)
+    after = model.state_dict()
+    for name in ("backbone.stem.1.running_mean", "backbone.stages.0.0.block.1.running_var"):
+        assert torch.equal(after[name], before[name])
+    assert not torch.equal(after["backbone.stages.0.1.block.1.running_mean"],
+                           before["backbone.stages.0.1.block.1.running_mean"])
+    assert all(torch.equal(after[n], v) for n, v in before.items() if "running" not in n
+               and "num_batches" not in n)
+    assert bn1.momentum == 0.01  # restored
+
+
+def test_bn_recalibration_only_when_enabled():
+    """bn_recalibrate False (the default): calibrate draws no batch and changes nothing."""
+    drawn = []
+
+    def batches():
+        for _ in range(3):
+            drawn.append(1)
+            yield torch.rand(2, 3, 64, 64)
+
+    model = _lite0(use_ma=False, use_ea=False)
+    before = {n: v.clone() for n, v in model.state_dict().items()}
+    model.calibrate(batches())
+    assert not drawn and all(torch.equal(model.state_dict()[n], v) for n, v in before.items())
+    model = _lite0(use_ma=False, use_ea=False, bn_recalibrate=True)
+    model.calibrate(batches())
+    assert len(drawn) == 3
+
+
+def test_bn_recalibration_with_the_branch_touches_only_the_branch():
+    """Branch: the gate is 0, so no pretrained BN's input changes; only the branch's BN is
+    re-estimated (and the output stays the plain network's)."""
+    model = _lite0(use_ma=False, use_ea=False, pool_mode="branch", bn_recalibrate=True)
+    branch_bn = model.backbone.stages[0][1].side.bn
+    x = torch.rand(4, 3, 64, 64)
+    assert model.recalibrated_norms(x) == [branch_bn]
+    before = {n: v.clone() for n, v in model.state_dict().items()}
+    model.calibrate([x])
+    changed = {n for n, v in model.state_dict().items() if not torch.equal(v, before[n])}
+    assert changed and all(n.startswith("backbone.stages.0.1.side.bn.") for n in changed)
+
+
+def test_run_calibrates_a_new_run_only(monkeypatch):
+    """fgvc.study.run calls Method.calibrate once for a new run, with training images on the
+    model's device, and not when it resumes from last.pt."""
+    from fgvc.paths import results_dir
+    from fgvc.study.run import run
+
+    calls = []
+    monkeypatch.setattr(MaEa, "calibrate",
+                        lambda self, batches: calls.append(next(iter(batches)).shape))
+    cfg = resolve("ma_ea", "pool", profile="scratch", overrides=TINY, run_id="calibrated")
+    run(cfg, progress=False)
+    assert len(calls) == 1 and calls[0][:2] == (TINY["train.batch_size"], 3)
+    (results_dir() / "runs" / "calibrated" / "metrics.json").unlink()
+    run(cfg, progress=False)  # resumes from last.pt: no second calibration
+    assert len(calls) == 1
+
+
+def test_added_settings_leave_existing_hashes():
+    """pool_mode and bn_recalibrate at their defaults add nothing to the config hash: every
+    committed ma_ea run of the transfer profile resolves to the hash its record holds."""
+    import json
+    from fgvc.paths import ROOT
+
+    records = sorted((ROOT / "results" / "runs").glob("transfer-*-ma_ea-*-s*/config.json"))
+    assert records
+    for path in records:
+        held = json.loads(path.read_text())
+        cfg = resolve("ma_ea", held["variant"], held["dataset"], held["profile"], held["seed"],
+                      overrides=held["overrides"])
+        assert cfg["config_hash"] == held["config_hash"], path.parent.name
+    assert resolve("ma_ea", "branch_pool")["config_hash"] != resolve("ma_ea", "pool")["config_hash"]
+
+
+def test_new_variants_keep_existing_ones():
+    variants = load_variants("ma_ea")
+    assert variants["pool"]["cfg"] == {"use_pool": True, "use_ma": False, "use_ea": False}
+    assert variants["full"]["cfg"] == {"use_pool": True, "use_ma": True, "use_ea": True}
+    for name in ("pool_mean_bn", "branch_pool", "branch_pool_ma", "branch_full"):
+        assert variants[name]["paper"] == {}
+        create_method("ma_ea", 3, backbone="resnet18", input_size=64, **variants[name]["cfg"])

@@ -13,6 +13,8 @@
 - `MultiScaleMaxPool` (sec. 3.4): max-pools with kernel = stride = 2, 4, 8, the coarser
   outputs upsampled bilinearly to the 2x2 output's size, summed element-wise; replaces
   ResNet's 3x3/s2/p1 max-pool and has no parameters.
+- `PoolBranch` (ours, not the paper's): that pooling beside a pretrained stride-2 step instead
+  of in its place, projected by a 1x1 conv + BN and added through a zero-initialised gate.
 """
 from __future__ import annotations
 
@@ -118,3 +120,27 @@ class MultiScaleMaxPool(nn.Module):
 
     def extra_repr(self) -> str:  # pragma: no mutate block
         return f"kernels={self.kernels}, fuse={self.fuse!r}"
+
+
+class PoolBranch(nn.Module):
+    """gate * BN(Conv1x1(MultiScaleMaxPool(x))): the multi-scale pooling as a side branch.
+
+    Ours, not the paper's (sec. 3.4 substitutes the pooling for ResNet's max-pool): on a
+    backbone whose stride-2 step is a pretrained convolution (EfficientNet-Lite0's block 1),
+    the pooling goes beside that step instead of before it, and its output is added to the
+    step's. (B, c_in, H, W) -> (B, c_out, ceil(H/2), ceil(W/2)). The 1x1 convolution maps the
+    channels to the step's, BN puts the pooled map on a unit scale, and the gate, one learnable
+    value per output channel, starts at 0: at initialisation the branch adds exactly 0, so the
+    network is the pretrained one, and training decides how much pooling to let in.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernels: Sequence[int] = (2, 4, 8),
+                 fuse: str = "sum"):
+        super().__init__()
+        self.pool = MultiScaleMaxPool(kernels, fuse)
+        self.proj = nn.Conv2d(c_in, c_out, 1, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+        self.gate = nn.Parameter(torch.zeros(1, c_out, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gate * self.bn(self.proj(self.pool(x)))  # (B, c_out, H/2, W/2)

@@ -8,7 +8,7 @@ method's `Config` dataclass; the named variants in configs/variants/ set them.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import ClassVar, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,12 @@ class Method(nn.Module):
         """Called by the engine before each training step; a method with a loss schedule
         reads `self.progress` (recomputed every step, so a resumed run gets the same value)."""
         self.progress = epochs
+
+    # -- before the first step -----------------------------------------------------------
+    def calibrate(self, batches: Iterable[torch.Tensor]) -> None:
+        """Called once before step 0 of a new run (not on resume) with training images
+        (B, 3, H, W), each on the model's device, drawn only as the method asks for them.
+        Default: nothing (no batch is drawn). ma_ea re-estimates BatchNorm statistics there."""
 
     # -- to override -------------------------------------------------------------------
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> dict:

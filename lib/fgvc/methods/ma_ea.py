@@ -73,6 +73,24 @@ Other choices where the paper is unclear (Config field; default; alternatives):
   sense with strides > 2), ceil_mode so the 2x2 output equals the old pool's size for odd
   inputs too (`pool_kernels`). The three maps are summed as the paper says (`pool_fuse`
   "sum"); "mean" keeps the activation scale that pretrained layer1 was trained on.
+
+The pooling on a backbone without a max-pool (ours, not the paper's; for the profile
+transfer_next; both settings are `added`: at their defaults the config hash is the old one).
+On Lite0 the graft above changes a pretrained stride, and block 1's first BatchNorm then sees
+its input mean shifted by several running stds. Two readings that change no pretrained stride:
+- `bn_recalibrate` (default False): before step 0 of a new run (fgvc.study.run calls
+  :meth:`calibrate`; not on resume) the running mean and variance of every backbone BatchNorm
+  the pooled map reaches are re-estimated from BN_CALIBRATION_BATCHES training batches (train
+  mode for those layers only, no gradient; weights untouched). With `pool_fuse` "mean":
+  variant `pool_mean_bn`.
+- `pool_mode` "branch" (default "graft" = the substitution above): the multi-scale pooling
+  becomes a branch beside the first stride-2 step after the stem (Lite0's block 1: reads its
+  16-channel stride-2 input; ResNet: beside the stem max-pool), a 1x1 conv + BN to the step's
+  channels (24 on Lite0) and a per-channel gate initialised to 0, added to the step's output
+  (fgvc.layers.hybrid.PoolBranch, fgvc.models.backbones.add_pool_branch). At step 0 the network
+  is exactly the pretrained one; the branch's parameters are new (trained at train.lr).
+  Variants `branch_pool`, `branch_pool_ma`, `branch_full`. The paper substitutes the pooling
+  for ResNet's max-pool; a branch is not in the paper.
 - EA threshold theta is not given (`theta`, default 0.5 of the min-max-normalised map).
   The map comes from the last MA block (the last of `ma_stages`).
 - Eq. 21 is garbled; we use the text's intent: the sum of both passes' cross-entropies.
@@ -83,19 +101,23 @@ numbers and explains the gaps).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import chain, islice
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fgvc.layers.erase import erase
-from fgvc.layers.hybrid import HybridAttention, MultiScaleMaxPool
-from fgvc.models.backbones import replace_stem_pool
+from fgvc.layers.hybrid import HybridAttention, MultiScaleMaxPool, PoolBranch
+from fgvc.models.backbones import add_pool_branch, replace_stem_pool
 from fgvc.methods.base import Method, MethodConfig
 from fgvc.methods.registry import register
 
 EA_MAPS = ("attended", "output", "aspp")
+POOL_MODES = ("graft", "branch")
+BN_CALIBRATION_BATCHES = 20   # training batches bn_recalibrate averages over (16 x 20 = 320 images)
 
 
 @dataclass
@@ -103,6 +125,9 @@ class MaEaConfig(MethodConfig):
     use_pool: bool = True                     # multi-scale stem pooling (ResNet, Lite0)
     pool_kernels: tuple[int, ...] = (2, 4, 8)
     pool_fuse: str = "sum"                    # "sum" (paper) | "mean"
+    # Ours (issue "fair transplant"; added: at the default they leave the config hash as it was):
+    pool_mode: str = field(default="graft", metadata={"added": True})       # "graft" | "branch"
+    bn_recalibrate: bool = field(default=False, metadata={"added": True})   # BN stats at step 0
     use_ma: bool = True                       # hybrid attention blocks
     ma_stages: tuple[int, ...] = (2,)         # backbone stage indices followed by MA (0..3)
     reduction: int = 16                       # channel-attention MLP reduction r
@@ -126,11 +151,17 @@ class MaEa(Method):
             raise ValueError(f"test_logits {cfg.test_logits!r}; valid: ['first', 'mean']")
         if cfg.ea_map not in EA_MAPS:  # pragma: no mutate block
             raise ValueError(f"ea_map {cfg.ea_map!r}; valid: {list(EA_MAPS)}")
+        if cfg.pool_mode not in POOL_MODES:  # pragma: no mutate block
+            raise ValueError(f"pool_mode {cfg.pool_mode!r}; valid: {list(POOL_MODES)}")
         n_stages = len(self.backbone.stages)
         if not cfg.ma_stages or any(not 0 <= i < n_stages for i in cfg.ma_stages):  # pragma: no mutate block
             raise ValueError(f"ma_stages {cfg.ma_stages!r}: give stage indices in "
                              f"0..{n_stages - 1}")
-        if cfg.use_pool:
+        if cfg.use_pool and cfg.pool_mode == "branch":
+            add_pool_branch(self.backbone,
+                            lambda c_in, c_out: PoolBranch(c_in, c_out, cfg.pool_kernels,
+                                                           cfg.pool_fuse))
+        elif cfg.use_pool:
             replace_stem_pool(self.backbone, MultiScaleMaxPool(cfg.pool_kernels, cfg.pool_fuse))
         self.ma = nn.ModuleDict()
         if cfg.use_ma:
@@ -140,6 +171,69 @@ class MaEa(Method):
                                                   cfg.spatial_bn)
         self.ea_stage = max(cfg.ma_stages)  # EA reads the map of this stage's MA block
         self.fc = nn.Linear(self.backbone.out_channels, num_classes)
+
+    def pretrained_parameters(self) -> list[nn.Parameter]:  # pragma: no mutate block
+        """The backbone's parameters but the pooling branch's (new: trained at train.lr)."""
+        new = {id(p) for m in self.backbone.modules() if isinstance(m, PoolBranch)
+               for p in m.parameters()}
+        return [p for p in super().pretrained_parameters() if id(p) not in new]
+
+    def recalibrated_norms(self, x: torch.Tensor) -> list[nn.Module]:
+        """The backbone's BatchNorm layers whose input the pooling changes, found by running
+        `x` (B, 3, H, W) once in eval mode: with `pool_mode` "graft", every one that runs after
+        the pooling (block 1's and all later ones on Lite0, every stage's on ResNet); with
+        "branch", the branch's own (its gate is 0 at initialisation, so nothing after it
+        changes)."""
+        if self.cfg.pool_mode == "branch":
+            return [m for b in self.backbone.modules() if isinstance(b, PoolBranch)
+                    for m in b.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        order: list[nn.Module] = []
+        watched = [m for m in self.backbone.modules()
+                   if isinstance(m, (MultiScaleMaxPool, nn.modules.batchnorm._BatchNorm))]
+        hooks = [m.register_forward_pre_hook(lambda m, _: order.append(m)) for m in watched]
+        was_training = self.training
+        try:
+            self.eval()
+            with torch.no_grad():
+                self._pass(x, need_source=False)
+        finally:
+            for h in hooks:
+                h.remove()
+            self.train(was_training)
+        pools = [i for i, m in enumerate(order) if isinstance(m, MultiScaleMaxPool)]
+        return [m for m in order[pools[0] + 1:]
+                if not isinstance(m, MultiScaleMaxPool)] if pools else []
+
+    def calibrate(self, batches: Iterable[torch.Tensor]) -> None:
+        """`bn_recalibrate` (ours): before step 0, re-estimate the running mean and variance of
+        the BatchNorm layers after the pooling (:meth:`recalibrated_norms`) as the plain average
+        over BN_CALIBRATION_BATCHES training batches, those layers in train mode, everything
+        else in eval mode, no gradient. Why: the pretrained statistics describe block 1's
+        input before the pooling (Lite0's BN momentum 0.01 takes hundreds of steps to forget
+        them), so evaluation and a frozen probe early in training normalise the pooled map
+        with statistics of another map. Weights are not touched. Off: draws no batch."""
+        if not (self.cfg.bn_recalibrate and self.cfg.use_pool):
+            return
+        batches = iter(batches)
+        first = next(batches, None)
+        if first is None:
+            return
+        norms = self.recalibrated_norms(first)
+        momenta = [bn.momentum for bn in norms]
+        was_training = self.training
+        try:
+            self.eval()
+            for bn in norms:
+                bn.reset_running_stats()
+                bn.momentum = None  # cumulative average over the batches
+                bn.train()
+            with torch.no_grad():
+                for x in islice(chain([first], batches), BN_CALIBRATION_BATCHES):
+                    self._pass(x, need_source=False)
+        finally:
+            for bn, m in zip(norms, momenta):
+                bn.momentum = m
+            self.train(was_training)
 
     def cam_target_layers(self) -> list[nn.Module]:  # pragma: no mutate block
         # The MA block returns (map, parts) where EA reads its parts: in training, and at

@@ -101,11 +101,13 @@ class _MBConv(nn.Module):
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
         self.pre = nn.Identity()  # a parameter-free downsampling put before the block (ma_ea)
+        self.side: nn.Module | None = None  # a branch beside the block, added to its output (ma_ea)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pre(x)
         y = self.block(x)
-        return x + y if self.residual else y
+        y = x + y if self.residual else y
+        return y if self.side is None else y + self.side(x)
 
 
 def _lite0_state_from_package(blocks: list[_MBConv], stem: nn.Sequential, head: nn.Sequential):
@@ -168,6 +170,44 @@ def replace_stem_pool(net: Backbone, pool: nn.Module) -> None:
         block.pre = pool
         return
     raise ValueError(f"no place for a stem pooling in backbone {net.name!r}")
+
+
+class _WithSide(nn.Module):
+    """`main(x) + side(x)`: a branch beside a parameter-free layer (ResNet's stem max-pool)."""
+
+    def __init__(self, main: nn.Module, side: nn.Module):
+        super().__init__()
+        self.main, self.side = main, side
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x) + self.side(x)
+
+
+def add_pool_branch(net: Backbone, make: Callable[[int, int], nn.Module]) -> nn.Module:
+    """Put a branch `make(c_in, c_out)` beside the backbone's first stride-2 downsampling after
+    the stem, where :func:`replace_stem_pool` would graft a pooling; return the branch.
+
+    The branch reads that step's input (c_in channels, stride 2) and its output, which must have
+    the step's output shape (c_out channels, stride 4), is added to the step's output. Nothing
+    pretrained changes: no stride, no weight, no state_dict key (the branch's keys are new).
+    ResNet: beside the 3x3/s2 max-pool after conv1 (64 -> 64 channels; `stem[-1]` becomes
+    `main` + `side`). EfficientNet-Lite0: beside block 1, the first block of `stages[0]` with a
+    stride-2 depthwise convolution (16 -> 24 channels; its `side` slot).
+    """
+    if net.is_resnet:
+        if not isinstance(net.stem[-1], nn.MaxPool2d):
+            raise ValueError("this ResNet's stem has no max-pool to put a branch beside")
+        channels = net.stem[0].out_channels
+        branch = make(channels, channels)
+        net.stem[-1] = _WithSide(net.stem[-1], branch)
+        return branch
+    if net.name == "efficientnet_lite0":
+        block = next(b for b in net.stages[0] for m in b.block
+                     if isinstance(m, nn.Conv2d) and m.stride == (2, 2))
+        convs = [m for m in block.block if isinstance(m, nn.Conv2d)]
+        block.side = make(convs[0].in_channels, convs[-1].out_channels)
+        return block.side
+    raise ValueError(f"no place for a pooling branch in backbone {net.name!r}")
 
 
 BACKBONES: dict[str, Callable[[str], Backbone]] = {

@@ -235,6 +235,14 @@ def make_loaders(bundle, cfg: dict, pair_mode: str | None):
     return train_loader, val, eval_loader(bundle.test)
 
 
+def _images(loader: DataLoader, device: torch.device, channels_last: bool):
+    """The loader's images (B, 3, H, W) on `device`, drawn lazily: a method whose `calibrate`
+    asks for none draws none (and consumes no random number)."""
+    for images, _ in loader:
+        images = images.to(device)
+        yield images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
 def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None = None,
         progress: bool = True, replace: bool = False, **resolve_kwargs) -> dict:
     """Run one configuration to completion (or resume it); returns its metrics.
@@ -285,6 +293,8 @@ def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None 
         model = torch.compile(model)
     pair_mode = method_class(cfg["method"]).pair_mode
     train_loader_fn, val_loader, test_loader = make_loaders(bundle, cfg, pair_mode)
+    if not (ckpt_dir / "last.pt").is_file():  # a new run (fit resumes from last.pt)
+        core.calibrate(_images(train_loader_fn(0), device, channels_last))
 
     def record(state: FitState) -> None:
         if rank == 0:
