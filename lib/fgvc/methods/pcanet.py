@@ -16,8 +16,9 @@ What it does (training; batches hold same-class pairs, image i and i + B/2):
 Defaults: the authors' code's five choices (issue 18). None of them was chosen by a
 measurement in this study (not measured in this study); they follow the authors' code
 where the text is silent or, for three of them, where the text reads otherwise. The
-literal reading of the text (gap, shared W, no residual, sum, the standard centre loss) is
-the variant `paper_text` in configs/variants/pcanet.yaml.
+literal reading of the text's equations (shared W, no residual, sum, the standard centre
+loss) with a GAP head, OUR simplification (the text asks for "a bilinear pooling"), is the
+variant `text_gap` in configs/variants/pcanet.yaml (named `paper_text` before issue 29).
 
 - Pooling (`pooling`, default "bap"). The text: "We remove the last pooling layer and
   fully-connected layer, and add a bilinear pooling to generate a more powerful feature
@@ -65,6 +66,36 @@ the variant `paper_text` in configs/variants/pcanet.yaml.
   unit-norm already, with GAP the raw features of a ResNet-50 have norms near 30 and would
   swamp the CE. The authors' code applies the centre loss to the first image of each pair
   only; we apply it to the pooled F_O of every image of the batch.
+
+Settings added for the transfer_next profile (issue 29; OUR choices, not the paper's; each
+defaults to the committed behaviour and is declared `added` so committed hashes stay):
+- `attention` (default "channels"): "channels" takes the first `num_attention` channels of
+  the last map as the attention maps (the authors' code). On ImageNet EfficientNet-Lite0 at
+  128 px (64 SynthBirds train images, at init) 13-17 of those 32 maps are all zero per image
+  (after ReLU6; eval / train-mode BN) and 71-86 % of the pooled features are exactly zero.
+  "learned" (ours, as WS-DAN) computes the M maps with a new 1x1 conv + BN + ReLU from the
+  last map (trained at the new modules' lr): 0.6-1.7 of 32 maps all zero, 60-67 % of the
+  pooled features zero (the rest are channels of the map that are zero where a map is not).
+- `bap_scale` (default 100, the authors' code's factor, WS-DAN's convention): the unit-norm
+  BAP vector enters the FC multiplied by it. The signed square root and L2 normalisation are
+  already there; the scale exists BECAUSE of the L2 normalisation (entries ~0.01 over 40960
+  dims), so a normalisation cannot replace it. For SGD on the FC, a scale s at head lr h acts
+  like scale 1 at lr h s^2 (the same logits' step, lr * s^2 * |x|^2 per unit gradient), so
+  the pair (bap_scale, train.head_lr) sets one quantity; with s = 100 the FC steps ~9x (100^2 / 33^2)
+  those of the baseline's GAP head (|GAP| ~33 on Lite0, measured) at one lr, which is why the
+  committed sweep put all of pcanet at lr 0.0025 (backbone 0.00025). Either s ~ 33 with the
+  baseline's lr everywhere, or s = 100 with train.head_lr ~ lr / 9, gives the FC the
+  baseline head's step size and lets the backbone train at the baseline's rate.
+- `center_update` (default "last", the authors' code): why the centre loss reads 1.75-1.79
+  in every epoch. The features reach it (no detach), the centres are updated, but the
+  authors' update keeps no memory: the stored centre is exactly rate x the class's latest
+  feature (see below), so the loss is the distance between two images of a class; with
+  c = cos(feature, class centre) it reads 2 - 2 c^2 (c ~ 0.33 gives 1.78), a floor set by the
+  images, whose same-class cos at init is 0.37 against 0.35 for other classes (64 SynthBirds
+  images, BAP of Lite0), and whose gradient is that of one random partner. "mean" (ours):
+  the stored centre is a moving average c_j += rate (mean_{y_i = j} x_i - c_j) of the
+  class's batch-mean feature, read normalised; it converges to the class direction and the
+  loss reads 2 - 2 c. Authors' form only. The weight stays `center_weight` (1.0).
 
 Other choices where the paper is unclear (not measured in this study):
 - Attention map (`ae_map`): the text picks the channel of F_W with the largest GAP value
