@@ -521,7 +521,8 @@ def test_centre_loss_goes_down_faster_with_the_mean_update_on_a_learnable_map():
     def first_steps(update: str) -> float:
         torch.manual_seed(0)
         lin = torch.nn.Linear(11, 6, bias=False)
-        opt, cl, hist = torch.optim.SGD(lin.parameters(), lr=0.5), CenterLoss(3, 6, 0.05, update=update), []
+        opt = torch.optim.SGD(lin.parameters(), lr=0.5)
+        cl, hist = CenterLoss(3, 6, 0.05, update=update), []
         for _ in range(40):
             y = torch.randint(0, 3, (8,))
             f = F.normalize(lin(torch.cat([F.one_hot(y, 3).float(), torch.randn(8, 8)], 1)), dim=1)
