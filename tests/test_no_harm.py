@@ -154,6 +154,23 @@ def test_parts_reports_gates_and_top1_without_the_removable_branch(isolated_resu
     assert f"| {row.run_id} |" in md and "MA blocks" in md
 
 
+def test_own_gates_names_scales_twins_and_centres():
+    torch.manual_seed(0)
+    kw = dict(backbone="resnet18", weights="none", input_size=64)
+    lafe = create_method("lafe", 4, **kw)
+    gates = nh.own_gates(lafe)
+    assert gates and all(v == "0" for k, v in gates.items() if "relative L2" in k)  # twins at step 0
+    with torch.no_grad():
+        lafe.attention[0].con_channel.fc1.weight.add_(1.0)
+    assert nh.own_gates(lafe)["attention.0.con_channel - dis_channel (relative L2)"] != "0"
+    assert "center.centers (L2 norm per class)" in nh.own_gates(create_method("pcanet", 4, **kw))
+    base = create_method("baseline", 4, **kw)
+    assert nh.own_gates(base) == {}
+    base.gate_scale = nn.Parameter(torch.tensor([0.5]))  # a zero-init-style scale of a method
+    assert nh.own_gates(base) == {"gate_scale": "0.5"}
+    assert not nh.remove_branch(base)
+
+
 def test_cli_writes_markdown_and_csv(tmp_path, monkeypatch):
     monkeypatch.setattr(nh, "step0", lambda *a, **k: pd.DataFrame(
         [{"method": "baseline", "variant": "full", "dim": 8, "probe_top1": 30.0,

@@ -233,9 +233,10 @@ def _images(cfg: dict, n: int, fit_fraction: float, seed: int
 def step0(profile: str = "transfer", methods: list[str] | None = None,
           variants: list[str] | None = None, images: int = 800, seed: int = 0,
           fit_fraction: float = 0.6, folds: int = 4, tol: float = TOL,
-          overrides: dict | None = None, log=print) -> pd.DataFrame:
+          overrides: dict | None = None, log=None) -> pd.DataFrame:
     """One row per (method, variant) of the study grid: probe top-1 against the baseline's.
     `overrides` (dotted keys, as fgvc.study.config.resolve takes them) are for tests only."""
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     cells = study_cells(profile, methods, variants, seed)
     if ("baseline", "full") not in cells:
         cells.insert(0, ("baseline", "full"))
@@ -307,16 +308,33 @@ REMOVABLE = {
 }
 
 
-def own_gates(model: Method) -> dict[str, list[float]]:
-    """The method's own learned gates / scales: parameters outside the backbone whose name has
-    one of GATE_WORDS (not a BatchNorm's weight) and at most 64 entries."""
+def own_gates(model: Method) -> dict[str, str]:
+    """The method's own learned gates / scales, summarised: parameters outside the backbone
+    whose name has one of GATE_WORDS; lafe: how far each confusable module moved from its
+    discriminative twin (equal at step 0 under twin_init, when F = f); pcanet: its centres."""
+    def summary(t: torch.Tensor) -> str:
+        t = t.detach().double().flatten()
+        if t.numel() <= 4:
+            return ", ".join(f"{v:.4g}" for v in t.tolist())
+        return f"mean {t.mean():.4g} (min {t.min():.4g}, max {t.max():.4g}; {t.numel()} values)"
+
     out = {}
     for name, p in model.named_parameters():
-        if name.startswith("backbone.") or p.numel() > 64:
-            continue
-        if any(w in name.rsplit(".", 1)[-1].lower() or w in name.lower().split(".")
-               for w in GATE_WORDS):
-            out[name] = [round(v, 4) for v in p.detach().flatten().tolist()]
+        words = name.lower().split(".")
+        if not name.startswith("backbone.") and any(w in words[-1] or w in words for w in GATE_WORDS):
+            out[name] = summary(p)
+    if model.name == "lafe":
+        for i, att in enumerate(model.attention):
+            for kind in ("channel", "region"):
+                dis, con = getattr(att, f"dis_{kind}"), getattr(att, f"con_{kind}")
+                if dis is None:
+                    continue
+                d = torch.cat([p.detach().flatten() for p in dis.parameters()])
+                c = torch.cat([p.detach().flatten() for p in con.parameters()])
+                out[f"attention.{i}.con_{kind} - dis_{kind} (relative L2)"] = (
+                    f"{((c - d).norm() / d.norm().clamp_min(1e-12)).item():.4g}")
+    if getattr(model, "center", None) is not None:
+        out["center.centers (L2 norm per class)"] = summary(model.center.centers.norm(dim=1))
     return out
 
 
@@ -341,13 +359,14 @@ def _test_top1(model: Method, loader) -> float:
     return 100.0 * hit / n
 
 
-def parts(runs: Path, checkpoints: Path | None = None, log=print) -> pd.DataFrame:
+def parts(runs: Path, checkpoints: Path | None = None, log=None) -> pd.DataFrame:
     """One row per finished run under `runs` (folders with config.json + metrics.json) whose
     best.pt is found (beside the record, or in `checkpoints`/<run_id>/)."""
     from torch.utils.data import DataLoader
 
     from fgvc.paths import checkpoints_dir
 
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     rows = []
     for cfg_path in sorted(Path(runs).rglob("config.json")):
         run_dir = cfg_path.parent
@@ -366,7 +385,7 @@ def parts(runs: Path, checkpoints: Path | None = None, log=print) -> pd.DataFram
         model = create_method(cfg["method"], bundle.num_classes, **cfg["model"])
         load_model_state(model, torch.load(ckpt, map_location="cpu", weights_only=True)["model"])
         gates = own_gates(model)
-        row["gates"] = ("; ".join(f"{k} = {v if len(v) > 1 else v[0]}" for k, v in gates.items())
+        row["gates"] = ("; ".join(f"{k}: {v}" for k, v in gates.items())
                         or "none (no learned gate or scale)")
         loader = DataLoader(bundle.test, batch_size=cfg["train"]["eval_batch_size"])
         row["eval_top1"] = _test_top1(model, loader)
