@@ -67,6 +67,27 @@ class Method(nn.Module):
         (B, 3, H, W), each on the model's device, drawn only as the method asks for them.
         Default: nothing (no batch is drawn). ma_ea re-estimates BatchNorm statistics there."""
 
+    # -- the classifier and its input (fgvc.study.no_harm probes it) -----------------------
+    def classifier(self) -> nn.Module:
+        """The layer that turns `features(x)` into `forward(x)["logits"]` in eval mode
+        (default `self.fc`); a method whose test-time logits come from another head overrides it."""
+        return self.fc
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D): exactly what enters `classifier()` when `forward(x)` computes its logits,
+        recorded by a hook on that layer (its first call, if forward calls it more than once),
+        so it follows the method's forward whatever it does. In eval mode
+        `classifier()(features(x))` equals `forward(x)["logits"]` (tests/test_no_harm.py)."""
+        seen: list[torch.Tensor] = []
+        hook = self.classifier().register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+        try:
+            self(x)
+        finally:
+            hook.remove()
+        if not seen:  # pragma: no mutate block
+            raise RuntimeError(f"{self.name}: forward did not call its classifier()")
+        return seen[0]
+
     # -- to override -------------------------------------------------------------------
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> dict:
         raise NotImplementedError

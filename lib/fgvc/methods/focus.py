@@ -202,3 +202,7 @@ class Focus(Method):
         w = self.branch_weight()
         total = sum(v if k == "image" else w * v for k, v in parts.items())
         return total, {k: v.detach() for k, v in parts.items()}
+
+    def classifier(self) -> nn.Module:
+        """Test-time logits: the hybrid head's, or the image head's without the hybrid feature."""
+        return self.hybrid_fc if self.cfg.use_hybrid else self.fc
