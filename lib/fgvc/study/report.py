@@ -131,7 +131,7 @@ def build(profile: str = "transfer", notebooks: list[str] | None = None,
             print(f"report: {name} does not exist yet, skipped")
             continue
         print(f"report: running {name} -> {portable(str(out / name))}", flush=True)
-        params = {"records": str(records), "profile": profile, "write": write,
+        params = {"records": portable(str(records)), "profile": profile, "write": write,
                   **STUDY_PARAMS.get(name, {})}
         execute(src, out / name, parameters=params, cwd=ROOT)
         normalise(out / name)  # no volatile metadata: opened in JupyterLab, it stays as written
