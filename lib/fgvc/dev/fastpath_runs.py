@@ -23,34 +23,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 
-from fgvc.paths import ROOT, STUDY
+from fgvc.paths import STUDY
 
 # A maintainers' command: its runs and report are part of the committed study.
 OUT = STUDY / "fastpath"
+from fgvc.study.grid import run_into  # noqa: E402  (runs a grid into a root of its own)
+
 ONE_EPOCH = {"train.epochs": 1, "train.warmup_epochs": 0}
-
-
-def run_into(root: Path, specs: list, workers: int = 2, threads: int = 1) -> float:
-    """Run `specs` with fgvc.study.grid into results root `root` (its own checkpoints folder too);
-    the grid's wall seconds. fgvc.study.readings runs its grids through this as well."""
-    os.environ["FGVC_RESULTS"] = str(root)
-    # checkpoints per root too: the same run id in two roots (speed and threads share runs)
-    # would otherwise find the other's finished checkpoint and resume from it
-    os.environ["FGVC_CHECKPOINTS"] = str(ROOT / ".checkpoints" / "tools" / root.name)
-    from fgvc.study.grid import run_grid
-
-    t0 = time.time()
-    result = run_grid(specs, workers=workers, threads=threads)
-    if result["failed"]:
-        sys.exit(f"failed runs: {result['failed']}")
-    return time.time() - t0
 
 
 def _plan(methods, seeds, overrides: dict) -> list:

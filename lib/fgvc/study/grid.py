@@ -463,3 +463,17 @@ if __name__ == "__main__":
     from fgvc.cli import run as run_cli
 
     sys.exit(run_cli(main))
+
+
+def run_into(root: Path, specs: list, workers: int = 2, threads: int = 1) -> float:
+    """Run `specs` with fgvc.study.grid into results root `root` (its own checkpoints folder too);
+    the grid's wall seconds. fgvc.study.readings and fgvc.dev.fastpath_runs run their grids through this."""
+    os.environ["FGVC_RESULTS"] = str(root)
+    # checkpoints per root too: the same run id in two roots (speed and threads share runs)
+    # would otherwise find the other's finished checkpoint and resume from it
+    os.environ["FGVC_CHECKPOINTS"] = str(ROOT / ".checkpoints" / "tools" / root.name)
+    t0 = time.time()
+    result = run_grid(specs, workers=workers, threads=threads)
+    if result["failed"]:
+        sys.exit(f"failed runs: {result['failed']}")
+    return time.time() - t0

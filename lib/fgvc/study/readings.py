@@ -41,7 +41,7 @@ READINGS = {
 
 
 def run(seeds: list[int]) -> None:
-    from fastpath_runs import run_into  # this folder's grid runner: results and checkpoints apart
+    from fgvc.study.grid import run_into  # results and checkpoints in a root of their own
     from fgvc.study.grid import plan
 
     specs = [s for m, readings in READINGS.items() for _, settings in readings.values()
@@ -100,7 +100,7 @@ NO_RAMP = READINGS["focus"]["no_warmup"][1]
 
 
 def focus_fix_run(seeds: list[int]) -> None:
-    from fastpath_runs import run_into
+    from fgvc.study.grid import run_into
     from fgvc.study.grid import plan
 
     specs = [s for m, settings in (("baseline", {}), ("focus", {}), ("focus", PREVIOUS))
