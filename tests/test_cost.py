@@ -98,6 +98,7 @@ BOOKKEEPING = {
     "study/slurm.py": "elapsed time of each Slurm job and of the whole submission",
     "study/reproduce.py": "how long the reruns of a reproduction took, in its report",
     "data/prepare.py": "images/s in the progress log of preparing the cache",
+    "study/no_harm.py": "seconds of each probe row, in its progress lines and its table",
 }
 CLOCKS = {"perf_counter", "perf_counter_ns", "process_time", "process_time_ns", "thread_time",
           "thread_time_ns", "monotonic", "monotonic_ns", "time", "time_ns"}
