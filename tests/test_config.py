@@ -232,5 +232,6 @@ def test_transfer_next_is_transfer_with_one_backbone_recipe():
         cfg, old = resolve(method, profile="transfer_next"), resolve(method)
         t = cfg["train"]
         assert t["lr"] * t["backbone_lr_mult"] == pytest.approx(0.008) and t["head_lr"] is not None
-        assert cfg["model"] == old["model"] and cfg["data"] == old["data"]
+        chosen = nxt["methods"].get(method, {}).get("model", {})  # the fair transplant's choices
+        assert cfg["model"] == {**old["model"], **chosen} and cfg["data"] == old["data"]
         assert cfg["run_id"] != old["run_id"] and cfg["config_hash"] != old["config_hash"]

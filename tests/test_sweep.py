@@ -87,11 +87,11 @@ def test_a_newer_record_of_the_same_point_supersedes_an_older_one(tmp_path):
 
 # ------------------------------------------------------------ the head-lr sweep (--param)
 def test_a_head_lr_sweep_never_writes_into_results_sweep(tmp_path, monkeypatch):
-    from fgvc.paths import ROOT
+    from fgvc.paths import ROOT, SCRATCH
 
     monkeypatch.delenv("FGVC_RESULTS", raising=False)
-    assert sweep.sweep_root() == ROOT / "results" / "sweep"                   # the study's lrs
-    assert sweep.sweep_root("train.head_lr") == ROOT / "tmp" / "sweep_head_lr"  # git-ignored
+    assert sweep.sweep_root() == SCRATCH / "results" / "sweep"   # the study's lrs: make sweep sets results/
+    assert sweep.sweep_root("train.head_lr") == SCRATCH / "results" / "sweep_head_lr"  # git-ignored
     assert sweep.sweep_root("train.head_lr", "results/readings/head_lr") == \
         ROOT / "results" / "readings" / "head_lr"
     with pytest.raises(ValueError, match="never writes into results/sweep/"):

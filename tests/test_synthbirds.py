@@ -142,7 +142,7 @@ def test_ensure_caches_and_regenerates_on_change(tmp_path, monkeypatch):
     root = tmp_path / "sb"
     calls = []
     real = sb._write_set
-    monkeypatch.setattr(sb, "_write_set", lambda out, sp: calls.append(sp) or real(out, sp))
+    monkeypatch.setattr(sb, "_write_set", lambda out, sp, **kw: calls.append(sp) or real(out, sp, **kw))
     sb.ensure(root, seed=0, **TINY)
     sb.ensure(root, seed=0, **TINY)
     assert len(calls) == 1

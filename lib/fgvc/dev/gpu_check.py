@@ -200,11 +200,12 @@ def torchrun_section(a, device: str, log) -> dict:
         except subprocess.TimeoutExpired as e:
             rc, text = "timeout", str(e.stdout or "") + str(e.stderr or "")
         row: dict = {"exit": rc}
-        last = [line for line in text.splitlines() if line.startswith("{")]
-        if rc == 0 and last:
-            row.update(json.loads(last[-1]))
-            machine = json.loads(Path(tmp, "results/runs/gpu-check/metrics.json").read_text())["machine"]
-            row.update({k: machine[k] for k in ("device", "amp", "channels_last")})
+        metrics = Path(tmp, "results/runs/gpu-check/metrics.json")  # the run's own record
+        if rc == 0 and metrics.is_file():
+            m = json.loads(metrics.read_text())
+            row.update({k: m[k] for k in ("run_id", "val_top1", "test_top1", "epochs", "world_size",
+                                          "train_images_per_s") if k in m})
+            row.update({k: m["machine"][k] for k in ("device", "amp", "channels_last")})
         else:
             row["log tail"] = " | ".join(text.strip().splitlines()[-3:])[-300:]
     log(f"  {row}")

@@ -21,8 +21,8 @@ choices are applied together: tuning some methods and not others would bias the 
 
 `--param train.head_lr` sweeps the lr of the methods' new modules instead, each method's
 backbone fixed at its profile's train.lr x backbone_lr_mult (the values and limits of
-`PARAMS`), into the folder given by --out, else $FGVC_RESULTS/sweep_head_lr, else the
-git-ignored tmp/sweep_head_lr/; never into results/sweep/, the records of the study's lrs.
+`PARAMS`), into the folder given by --out, else <results root>/sweep_head_lr (the git-ignored
+scratch folder by default); never into results/sweep/, the records of the study's lrs.
 In its tables and files the column `lr` holds the swept parameter's value.
 """
 from __future__ import annotations
@@ -53,7 +53,8 @@ PARAMS: dict[str, tuple[tuple[float, ...], tuple[float, float]]] = {
 
 def sweep_root(param: str = "train.lr", out: str | Path | None = None) -> Path:
     """The folder of a sweep's records: --out, else results/sweep/ for train.lr (the study's
-    lrs) and $FGVC_RESULTS/sweep_<name> or tmp/sweep_<name> for another parameter, which never
+    lrs, under the results root: the scratch folder unless FGVC_RESULTS says otherwise, as
+    `make sweep` does) and <results root>/sweep_<name> for another parameter, which never
     writes into the committed results/sweep/."""
     if param not in PARAMS:
         raise ValueError(f"unknown sweep parameter {param!r}; valid: {list(PARAMS)}")
@@ -64,8 +65,7 @@ def sweep_root(param: str = "train.lr", out: str | Path | None = None) -> Path:
     elif param == "train.lr":
         return results_dir() / "sweep"
     else:
-        root = results_dir() / f"sweep_{name}" if "FGVC_RESULTS" in os.environ \
-            else ROOT / "tmp" / f"sweep_{name}"
+        root = results_dir() / f"sweep_{name}"
     if param != "train.lr" and root.resolve() == (ROOT / "results" / "sweep").resolve():
         raise ValueError(f"a sweep of {param} never writes into results/sweep/ (the records of "
                          "the study's lrs); give another --out")
@@ -223,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--param", default="train.lr", choices=list(PARAMS),
                    help="the swept setting: train.lr (the study's lrs, into results/sweep/) or "
                         "train.head_lr (the new modules' lr, each backbone at its profile's)")
-    p.add_argument("--out", help="folder of the sweep's records (default: results/sweep/ for "
-                                 "train.lr; $FGVC_RESULTS/sweep_head_lr or tmp/sweep_head_lr/)")
+    p.add_argument("--out", help="folder of the sweep's records (default: <results root>/sweep "
+                                 "for train.lr, <results root>/sweep_head_lr for train.head_lr; "
+                                 "the results root is scratch/results unless $FGVC_RESULTS)")
     p.add_argument("--lrs", help="comma-separated values of --param (with --run; default: "
                                  + "; ".join(f"{k}: {','.join(f'{x:g}' for x in v[0])}"
                                              for k, v in PARAMS.items()) + ")")
