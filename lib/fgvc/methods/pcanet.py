@@ -306,6 +306,11 @@ class PCANet(Method):
             return out
         if target is not None:
             check_pairs(target)
+        if self.attention is None:
+            # a fresh view of the channels for the branches, as the committed runs took it: the
+            # same values, and autograd sums the gradients of the two views in the committed
+            # order, so the arithmetic stays bitwise (the learned maps are computed once)
+            maps = self._maps(fmap)                               # (B, c', h, w)
         if cfg.use_ca:
             maps = co_attend(maps, cfg.ca_shared, cfg.ca_residual)  # F_W (B, c', h, w)
             out["logits_ca"] = self._classify(self._pool(fmap, maps))
