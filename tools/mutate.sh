@@ -12,10 +12,12 @@ py="${PYTHON:-$root/.venv/bin/python}"
 py="$(cd "$(dirname "$py")" && pwd)/$(basename "$py")"
 work="$root/build/mutate"
 "$py" -m pip install --quiet "mutmut==3.8.1"
-rm -rf "$work/src" "$work/tests" "$work/configs"
+rm -rf "$work/src" "$work/tests" "$work/configs" "$work/results"
 mkdir -p "$work/src"
 cp -r "$root/lib/fgvc" "$work/src/"
-cp -r "$root/tests" "$root/configs" "$root/pyproject.toml" "$work/"
+cp -r "$root/tests" "$root/configs" "$root/pyproject.toml" "$root/conftest.py" "$work/"
+# the committed run records: the method tests check that their configs still hash as recorded
+mkdir -p "$work/results" && cp -r "$root/results/runs" "$work/results/"
 find "$work" -name __pycache__ -prune -exec rm -rf {} +
 cd "$work"
 # one thread per forked test process (torch's OpenMP pool does not survive fork)
