@@ -25,3 +25,15 @@ def test_arms_pair_by_seed(tmp_path):
     # new - baseline over the common seeds 0, 1: (5 + 5) / 2; new - today's: (40 + 40) / 2
     assert "| ma_ea | 80.00 / 70.00 (75.00) | 40.00 / 30.00 / 50.00 | 75.00 / 65.00 / 60.00 | +5.00 [" in text
     assert "+40.00 [" in text and text.count("\n") == 3
+
+
+def test_real_photo_arms_all_come_from_their_folder(tmp_path):
+    runs = "readings/fair_transplant_cub_dev/runs"
+    for s, (new, old, base) in enumerate(((80.0, 60.0, 70.0), (82.0, 62.0, 71.0))):
+        _run(tmp_path, f"{runs}/transfer_next-cub-ma_ea-full-s{s}", new)
+        _run(tmp_path, f"{runs}/transfer-cub-ma_ea-full-s{s}", old)
+        _run(tmp_path, f"{runs}/transfer-cub-baseline-full-s{s}", base)
+    a = arms("ma_ea", tmp_path, "cub")
+    assert a == {"new": {0: 80.0, 1: 82.0}, "today": {0: 60.0, 1: 62.0}, "baseline": {0: 70.0, 1: 71.0}}
+    text = table(tmp_path, "cub")
+    assert "| ma_ea | 80.00 / 82.00 (81.00) |" in text and "pcanet" not in text  # no pcanet runs: no row
