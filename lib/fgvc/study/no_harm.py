@@ -309,8 +309,8 @@ REMOVABLE = {
 
 
 def own_gates(model: Method) -> dict[str, str]:
-    """The method's own learned gates / scales, summarised: parameters outside the backbone
-    whose name has one of GATE_WORDS; lafe: how far each confusable module moved from its
+    """The method's own learned gates / scales, summarised: its new (not pretrained) parameters
+    whose name has one of GATE_WORDS (ma_ea's pooling branch sits inside the backbone); lafe: how far each confusable module moved from its
     discriminative twin (equal at step 0 under twin_init, when F = f); pcanet: its centres."""
     def summary(t: torch.Tensor) -> str:
         t = t.detach().double().flatten()
@@ -319,9 +319,10 @@ def own_gates(model: Method) -> dict[str, str]:
         return f"mean {t.mean():.4g} (min {t.min():.4g}, max {t.max():.4g}; {t.numel()} values)"
 
     out = {}
+    own = {id(p) for p in model.new_parameters()}  # a branch grafted into the backbone is own too
     for name, p in model.named_parameters():
         words = name.lower().split(".")
-        if not name.startswith("backbone.") and any(w in words[-1] or w in words for w in GATE_WORDS):
+        if id(p) in own and any(w in words[-1] or w in words for w in GATE_WORDS):
             out[name] = summary(p)
     if model.name == "lafe":
         for i, att in enumerate(model.attention):
