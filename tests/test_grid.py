@@ -69,7 +69,7 @@ def test_a_locked_run_is_left_to_the_grid_holding_it(isolated_results):
     assert not (isolated_results / "results/runs" / rid / "metrics.json").exists()
 
 
-RECORD = {"config.json", "metrics.json", "history.csv", "log.txt"}
+RECORD = {"config.json", "metrics.json", "history.csv", "predictions.json", "log.txt"}
 
 
 @pytest.fixture(scope="module")

@@ -135,6 +135,8 @@ def test_step0_lists_not_applicable_rows_and_compares_with_the_baseline(monkeypa
     resnet = df.set_index("variant").loc["resnet"]
     # ma_ea without its parts is the baseline's network, seeded alike: the same probe
     assert resnet.probe_top1 == resnet.baseline_probe_top1 and not resnet.harms
+    # the backbone probe: the classifier input where it is the pooled backbone map, as here
+    assert resnet.backbone_probe_top1 == resnet.probe_top1
     md = nh.step0_markdown(df, "cmd")
     assert "not applicable: no max-pool here" in md and "| ma_ea | resnet |" in md
 
@@ -175,6 +177,7 @@ def test_cli_writes_markdown_and_csv(tmp_path, monkeypatch):
     monkeypatch.setattr(nh, "step0", lambda *a, **k: pd.DataFrame(
         [{"method": "baseline", "variant": "full", "dim": 8, "probe_top1": 30.0,
           "baseline_probe_top1": 30.0, "difference": 0.0, "harms": False, "lam": 1.0,
+          "backbone_probe_top1": 30.0,
           "bn_shift": 0.2, "bn_std_ratio": 1.4, "n_fit": 6, "n_score": 4, "chance": 25.0}]))
     assert nh.main(["--out", str(tmp_path)]) == 0
     assert (tmp_path / "no_harm.csv").is_file()
@@ -191,3 +194,20 @@ def test_transfer_ma_ea_pool_graft_harms_and_resnet_does_not():
     assert not df.loc["resnet", "harms"]
     assert df.loc["pool", "harms"]
     assert df.loc["pool", "bn_shift"] > 3 > df.loc["resnet", "bn_shift"]
+
+
+@pytest.mark.slow
+def test_transfer_next_new_choices_keep_the_probe_and_todays_graft_fails():
+    """The fair transplant's settings (profile transfer_next, issue 29): ma_ea's pooling branch
+    and pcanet's learned attention keep the probe within TOL of the baseline's on the same
+    images; today's graft (variant graft_full) still fails it, with the block-1 BN shift."""
+    df = nh.step0("transfer_next", methods=["ma_ea", "pcanet"], variants=["full", "graft_full"],
+                  images=320, log=lambda *_: None).set_index(["method", "variant"])
+    assert not df.loc[("ma_ea", "full"), "harms"]
+    assert not df.loc[("pcanet", "full"), "harms"]
+    assert df.loc[("ma_ea", "graft_full"), "harms"]
+    assert df.loc[("ma_ea", "graft_full"), "bn_shift"] > 3 > df.loc[("ma_ea", "full"), "bn_shift"]
+    # the branch enters through a zero gate: the backbone's own features are the baseline's
+    base = df.loc[("baseline", "full"), "probe_top1"]
+    assert df.loc[("ma_ea", "full"), "backbone_probe_top1"] == base
+    assert df.loc[("focus", "full"), "backbone_probe_top1"] == base

@@ -299,8 +299,12 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer, scheduler, de
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *,
              amp: str | bool = "fp32", channels_last: bool = False, max_steps: int = 0,
              progress: bool = False, genus: Sequence[int] | None = None,
-             desc: str = "eval", leave: bool = False) -> dict:
+             desc: str = "eval", leave: bool = False, predictions: bool = False) -> dict:
     """Top-1 and top-5 accuracy (%) and mean CE of the `logits` output, reduced over ranks.
+
+    `predictions`: the result also holds "pred" and "target", int64 numpy arrays of every
+    image's top-1 class and label in the loader's order (under DDP each rank's shard
+    `range(rank, n, world)` is gathered back into dataset order).
 
     `genus`: per class, its genus index (``DataBundle.genus_index``); when given, the result
     also holds the genus-level scores of :func:`genus_summary` (genus_top1,
@@ -317,6 +321,8 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *,
     correct1 = correct5 = loss_sum = 0.0
     n = 0
     gsums = dict.fromkeys(GENUS_COUNTS, 0.0)
+    preds: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
     total = len(loader) if hasattr(loader, "__len__") else None
     if max_steps:
         total = min(total, max_steps) if total is not None else max_steps
@@ -334,6 +340,9 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *,
         correct1 += (top[:, 0] == target).sum().item()
         correct5 += (top == target[:, None]).any(1).sum().item()
         n += target.shape[0]
+        if predictions:
+            preds.append(top[:, 0].cpu())
+            targets.append(target.cpu())
         if genus is not None:
             for k, v in genus_counts(top[:, 0], target, genus).items():
                 gsums[k] += v
@@ -344,9 +353,27 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *,
     out = {}
     if genus is not None:
         out = genus_summary(dict(zip(GENUS_COUNTS, totals[4:])))
+    if predictions:
+        out["pred"], out["target"] = (_gather_shards(torch.cat(v).numpy() if v else
+                                                     np.zeros(0, dtype=np.int64))
+                                      for v in (preds, targets))
     n = max(n, 1)
     return {"top1": 100 * correct1 / n, "top5": 100 * correct5 / n, "loss": loss_sum / n,
             "n": int(n), **out}
+
+
+def _gather_shards(local: np.ndarray) -> np.ndarray:
+    """Per-image values of the strided eval shards (rank r holds images r, r + world, ...)
+    back in dataset order; the array itself on one process."""
+    world = dist_info()[1]
+    if world == 1:
+        return local
+    parts: list = [None] * world
+    dist.all_gather_object(parts, local)
+    full = np.empty(sum(len(p) for p in parts), dtype=local.dtype)
+    for rank, part in enumerate(parts):
+        full[rank::world] = part
+    return full
 
 
 GENUS_COUNTS = ("n", "correct", "genus_correct", "genus_only")

@@ -5,7 +5,8 @@
     python -m fgvc.study.grid --profile transfer --replace stale # retrain runs whose settings changed
 
 Each run is one papermill execution of notebooks/10_train.ipynb, given the run's resolved
-configuration; its records (config.json, metrics.json, history.csv, a short log.txt) go to
+configuration; its records (config.json, metrics.json, history.csv, predictions.json, a short
+log.txt) go to
 results/runs/<run_id>/, the executed notebook and papermill's output beside its checkpoints
 (checkpoints_dir()/<run_id>/). Runs already complete are skipped, a
 failing run is recorded in results/failures.json and the grid goes on; the exit code is

@@ -190,13 +190,22 @@ class InputStats:
 
 
 @torch.no_grad()
-def extract(model: Method, images: torch.Tensor, batch: int = 64) -> tuple[np.ndarray, dict]:
-    """(features (N, D) float32, first-BN input statistics) of `model` in eval mode."""
+def extract(model: Method, images: torch.Tensor, batch: int = 64
+            ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(features (N, D) float32, the backbone's pooled map (N, C) float32, first-BN input
+    statistics) of `model` in eval mode. The pooled map is the global average of
+    `model.backbone(x)` (with whatever the method grafted into the backbone, without the
+    modules it adds between or after the stages): the baseline's classifier input, so its
+    probe tells harm to the pretrained network from a classifier input that adds other
+    features (focus's region crops) or pools otherwise (pcanet's BAP)."""
     model.eval()
     stats = InputStats(first_bn_after_pool(model))
     feats = [model.features(images[i:i + batch]).flatten(1).float()
              for i in range(0, len(images), batch)]
-    return torch.cat(feats).numpy(), stats.summary()
+    summary = stats.summary()   # the BN statistics of the method's forward only
+    pooled = [model.backbone(images[i:i + batch]).float().mean((2, 3))
+              for i in range(0, len(images), batch)]
+    return torch.cat(feats).numpy(), torch.cat(pooled).numpy(), summary
 
 
 def study_cells(profile: str, methods: list[str] | None = None,
@@ -258,12 +267,16 @@ def step0(profile: str = "transfer", methods: list[str] | None = None,
         x, y, is_fit, is_score, num_classes = data[key]
         seed_everything(cfg["seed"])            # as fgvc.study.run does before building the model
         model = create_method(method, num_classes, **cfg["model"])
-        feats, bn = extract(model, x)
+        feats, pooled, bn = extract(model, x)
         probe = fit_probe(feats[is_fit], y[is_fit], feats[is_score], y[is_score],
                           folds=folds, seed=seed)
         if (method, variant) == ("baseline", "full"):
             base = probe["top1"]
+        backbone = (probe if np.array_equal(feats, pooled) else
+                    fit_probe(pooled[is_fit], y[is_fit], pooled[is_score], y[is_score],
+                              folds=folds, seed=seed))
         row.update(dim=feats.shape[1], probe_top1=probe["top1"], baseline_probe_top1=base,
+                   backbone_probe_top1=backbone["top1"],
                    difference=probe["top1"] - base, harms=harms(probe["top1"], base, tol),
                    lam=probe["lam"], cv_top1=probe["cv_top1"], **bn,
                    n_fit=int(is_fit.sum()), n_score=int(is_score.sum()),
@@ -284,17 +297,22 @@ def step0_markdown(df: pd.DataFrame, command: str, tol: float = TOL) -> str:
                     f"from the official train split, eval transform); chance {first.chance:.2f} %. "
                     f"Harm: probe more than {tol:g} points below the baseline's. bn shift: block 1's "
                     "first BatchNorm input, |mean - running mean| / running std averaged over "
-                    "channels; bn std: input std / running std.\n")
-    lines = ["| method | variant | dim | probe top-1 | baseline | diff | harms | lambda | bn shift | bn std |",
-             "|---|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+                    "channels; bn std: input std / running std. backbone: the same probe on the "
+                    "backbone's globally pooled last map (the baseline's classifier input) in "
+                    "the method's network: it tells harm to the pretrained network from a "
+                    "classifier input that adds other features or pools otherwise.\n")
+    lines = ["| method | variant | dim | probe top-1 | baseline | diff | harms | backbone | lambda "
+             "| bn shift | bn std |",
+             "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in df.itertuples():
         na = getattr(r, "not_applicable", None)
         if isinstance(na, str) and na:
-            lines.append(f"| {r.method} | {r.variant} | | not applicable: {na} | | | | | | |")
+            lines.append(f"| {r.method} | {r.variant} | | not applicable: {na} | | | | | | | |")
             continue
         lines.append(f"| {r.method} | {r.variant} | {r.dim} | {r.probe_top1:.1f} | "
                      f"{r.baseline_probe_top1:.1f} | {r.difference:+.1f} | "
-                     f"{'yes' if r.harms else 'no'} | {r.lam:g} | {r.bn_shift:.2f} | "
+                     f"{'yes' if r.harms else 'no'} | {r.backbone_probe_top1:.1f} | {r.lam:g} | "
+                     f"{r.bn_shift:.2f} | "
                      f"{r.bn_std_ratio:.2f} |")
     return "\n".join(head + lines) + "\n"
 

@@ -1,7 +1,8 @@
 """One run of the study: config -> data -> method -> fit -> test once -> run records.
 
 Writes `results/runs/<run_id>/config.json`, `history.csv` (after every epoch) and, when the
-run is complete, `metrics.json`; checkpoints go to `checkpoints_dir()/<run_id>/`. A run restarted
+run is complete, `predictions.json` (each test and validation image's top-1, fgvc.study.predictions)
+then `metrics.json`; checkpoints go to `checkpoints_dir()/<run_id>/`. A run restarted
 with the same run id and settings resumes from its last checkpoint.
 
 A record never lies: config.json and metrics.json carry the config hash, and a run is complete
@@ -38,7 +39,7 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from fgvc import io
 from fgvc.cli import UserError
-from fgvc.study import fastpath
+from fgvc.study import fastpath, predictions
 from fgvc.study.config import resolve
 from fgvc.engine import (FitState, dist_info, epoch_seed, evaluate, fit, load_model_state,
                      peak_memory_mb, seed_everything)
@@ -313,10 +314,12 @@ def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None 
     steps = cfg["train"]["max_steps"]
     shown = progress and rank == 0
     val = (evaluate(model, val_loader, device, amp=amp, channels_last=channels_last,
-                    max_steps=steps, progress=shown, desc="validate (best)", leave=True)
+                    max_steps=steps, progress=shown, desc="validate (best)", leave=True,
+                    predictions=True)
            if val_loader is not None else {"top1": None, "top5": None})
     test = evaluate(model, test_loader, device, amp=amp, channels_last=channels_last, max_steps=steps,
-                    genus=bundle.genus_index, progress=shown, desc="test", leave=True)
+                    genus=bundle.genus_index, progress=shown, desc="test", leave=True,
+                    predictions=True)
     hist = state.history
     train_s = sum(h["train_seconds"] for h in hist)
     metrics = {
@@ -345,7 +348,8 @@ def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None 
         "machine": machine,
     }
     if rank == 0:
-        io.write_json(run_dir / "metrics.json", metrics)
+        predictions.write(run_dir, cfg["config_hash"], {"test": test, "val": val})
+        io.write_json(run_dir / "metrics.json", metrics)  # last: the run is complete
     return metrics
 
 

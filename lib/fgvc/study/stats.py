@@ -61,3 +61,20 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float],
     if not seeds:
         raise ValueError(f"no common seeds: {sorted(a)} vs {sorted(b)}")
     return t_interval([a[s] - b[s] for s in seeds], confidence)
+
+
+def mdd(std: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Minimum detectable difference of a two-sided paired t-test over n seeds:
+    (t_{1-alpha/2, n-1} + t_{power, n-1}) * std / sqrt(n), std the per-seed differences'
+    standard deviation (NaN for n < 2)."""
+    if n < 2 or math.isnan(std):
+        return float("nan")
+    t = float(stats.t.ppf(1 - alpha / 2, n - 1)) + float(stats.t.ppf(power, n - 1))
+    return t * std / math.sqrt(n)
+
+
+def seeds_to_detect(std: float, delta: float, alpha: float = 0.05, power: float = 0.8,
+                    most: int = 100) -> int | None:
+    """The fewest seeds (>= 2) whose minimum detectable difference (:func:`mdd`) is at most
+    `delta` points for a per-seed standard deviation `std`; None beyond `most`."""
+    return next((n for n in range(2, most + 1) if mdd(std, n, alpha, power) <= delta), None)

@@ -147,7 +147,8 @@ def summary(metrics: dict, already: bool = False) -> list[str]:
     return [f"trained {what}: {metrics['epochs']} epochs in {took} "
             f"({metrics['train_images_per_s']:.0f} images/s, {metrics['world_size']} process(es)).",
             result,
-            f"records: {where} (config.json, metrics.json, history.csv); checkpoints: "
+            f"records: {where} (config.json, metrics.json, history.csv, predictions.json); "
+            f"checkpoints: "
             f"{shown(checkpoints_dir() / rid)}/"]
 
 

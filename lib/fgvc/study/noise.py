@@ -1,0 +1,242 @@
+"""Evaluation noise against training noise, from the runs' per-image predictions.
+
+    python -m fgvc.study.noise --records DIR [--records DIR ...] [--split test] [--out DIR]
+    python -m fgvc.study.noise backfill --runs DIR [--checkpoints DIR]
+
+A run's top-1 on a split of n images moves for two reasons: which images the split holds
+(evaluation noise: another draw of n images from the same distribution would score the same
+model differently) and what the run learned (training noise: another seed trains another
+model). The seeds' spread holds both; a bootstrap over the images of one run holds only the
+first. For every arm (dataset, profile, method, variant, overrides) with predictions for at
+least two seeds, and for its paired difference with the baseline's arm on the same dataset
+(the `baseline` `full` arm with the most seeds), the table gives:
+
+- sd_seeds: the standard deviation across seeds (of top-1, or of the per-seed difference);
+- sd_eval: the evaluation part, sqrt of the mean over seeds of the bootstrap variance over
+  images (for a difference, both runs of a seed resampled with the same images, so what the
+  two arms share cancels as it does in the paired comparison);
+- sd_train: sqrt(max(sd_seeds^2 - sd_eval^2, 0)), the part a larger split would not remove;
+- for differences: the minimum detectable difference at the arm's seeds and the seeds that
+  would detect 2 and 3 points (fgvc.study.stats.mdd, two-sided paired t-test, alpha 0.05,
+  power 0.8, from sd_seeds), and a paired bootstrap interval over seeds and images
+  (seeds resampled with replacement, then each drawn seed's images).
+
+`backfill` writes predictions.json for finished runs recorded before predictions were kept,
+by evaluating their best.pt (found beside the record or under the checkpoint root) exactly as
+the run tested it; it refuses to write when the recomputed test top-1 differs from
+metrics.json's.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fgvc.paths import SCRATCH, portable
+from fgvc.study import predictions, stats
+from fgvc.study.results import load_runs
+
+BOOT = 2000                         # bootstrap draws
+ARM = ["dataset", "profile", "method", "variant", "overrides"]
+DEFAULT_OUT = SCRATCH / "noise"
+
+
+def bootstrap_var(correct: np.ndarray, draws: int = BOOT, seed: int = 0) -> float:
+    """Variance (points^2) of the mean of `correct` x 100 over `draws` resamples of its rows
+    (images, with replacement); `correct` (n,) or (n, k): a (n, k) array gives the variance of
+    the mean of column 0 minus column 1 with shared rows when k = 2."""
+    rng = np.random.default_rng(seed)
+    c = np.asarray(correct, dtype=float)
+    v = c if c.ndim == 1 else c[:, 0] - c[:, 1]
+    idx = rng.integers(0, len(v), size=(draws, len(v)))
+    return float((100.0 * v[idx].mean(1)).var(ddof=1))
+
+
+def paired_bootstrap(pairs: list[np.ndarray], draws: int = BOOT, seed: int = 0,
+                     confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the mean per-seed difference (points), resampling the seeds
+    with replacement and then the images of each drawn seed. `pairs`: per seed an (n, 2)
+    array of correct (method, baseline) on the same images."""
+    rng = np.random.default_rng(seed)
+    diffs = [p[:, 0] - p[:, 1] for p in pairs]
+    out = np.empty(draws)
+    for b in range(draws):
+        picks = rng.integers(0, len(diffs), size=len(diffs))
+        out[b] = np.mean([100.0 * diffs[i][rng.integers(0, len(diffs[i]), len(diffs[i]))].mean()
+                          for i in picks])
+    lo, hi = np.quantile(out, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(lo), float(hi)
+
+
+def _parts(values: list[float], eval_vars: list[float]) -> dict:
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+    sd_eval = math.sqrt(float(np.mean(eval_vars)))
+    return {"mean": float(np.mean(values)), "sd_seeds": sd, "sd_eval": sd_eval,
+            "sd_train": math.sqrt(max(sd * sd - sd_eval * sd_eval, 0.0)) if sd == sd else math.nan}
+
+
+def _load(roots: list[Path], split: str) -> pd.DataFrame:
+    frames = []
+    for root in roots:
+        runs = load_runs(root)
+        if runs.empty:
+            continue
+        runs["path"] = [str(Path(root) / d) for d in runs["run_dir"]]
+        frames.append(runs)
+    if not frames:
+        return pd.DataFrame()
+    runs = pd.concat(frames, ignore_index=True)
+    runs["correct"] = [predictions.correct(p, split) for p in runs["path"]]
+    return runs[runs["correct"].notna()].reset_index(drop=True)
+
+
+def decompose(roots: list[Path], split: str = "test", draws: int = BOOT) -> pd.DataFrame:
+    """One row per arm (kind "arm") and per arm's paired difference with its dataset's
+    baseline (kind "difference"); see the module's docstring."""
+    runs = _load(roots, split)
+    if runs.empty:
+        return pd.DataFrame()
+    rows = []
+    arms = {k: g.drop_duplicates("seed").set_index("seed")
+            for k, g in runs.groupby(ARM, dropna=False, sort=False)}
+    for key, g in arms.items():
+        if len(g) < 2:
+            continue
+        arm = dict(zip(ARM, key))
+        n_img = len(g["correct"].iloc[0])
+        rows.append({"kind": "arm", **arm, "seeds": len(g), "images": n_img,
+                     **_parts([100.0 * c.mean() for c in g["correct"]],
+                              [bootstrap_var(c, draws) for c in g["correct"]])})
+        if arm["method"] == "baseline":
+            continue
+        bases = [b for k, b in arms.items() if k[0] == arm["dataset"] and k[2] == "baseline"
+                 and len(set(b.index) & set(g.index)) >= 2]
+        if not bases:
+            continue
+        base = max(bases, key=lambda b: len(set(b.index) & set(g.index)))
+        seeds = sorted(set(base.index) & set(g.index))
+        pairs = [np.stack([g.loc[s, "correct"], base.loc[s, "correct"]], 1) for s in seeds]
+        parts = _parts([100.0 * (p[:, 0] - p[:, 1]).mean() for p in pairs],
+                       [bootstrap_var(p, draws) for p in pairs])
+        lo, hi = paired_bootstrap(pairs, draws)
+        rows.append({"kind": "difference", **arm, "against": base["run_id"].iloc[0].rsplit("-s", 1)[0],
+                     "seeds": len(seeds), "images": n_img, **parts,
+                     "mdd": stats.mdd(parts["sd_seeds"], len(seeds)),
+                     "seeds_for_2": stats.seeds_to_detect(parts["sd_seeds"], 2.0),
+                     "seeds_for_3": stats.seeds_to_detect(parts["sd_seeds"], 3.0),
+                     "boot_lo": lo, "boot_hi": hi})
+    return pd.DataFrame(rows)
+
+
+def markdown(df: pd.DataFrame, command: str, split: str) -> str:
+    head = [f"# Evaluation noise against training noise ({split} split)\n", f"`{command}`\n",
+            "sd_seeds: standard deviation across seeds (points); sd_eval: from a bootstrap over "
+            f"the split's images within each run ({BOOT} draws; for a difference, both arms' "
+            "runs of a seed resampled with the same images); sd_train = sqrt(sd_seeds^2 - "
+            "sd_eval^2). mdd: minimum detectable difference of a paired t-test over the seeds "
+            "(alpha 0.05, power 0.8); seeds for 2 / 3: seeds whose mdd reaches 2 / 3 points at "
+            "this sd_seeds; bootstrap: paired, over seeds then images, 95 %.\n"]
+    if df.empty:
+        return "\n".join(head) + "\nNo arm has predictions for two seeds.\n"
+    lines = ["| dataset | profile | method | variant | seeds | images | mean | sd_seeds | sd_eval "
+             "| sd_train | mdd | seeds for 2 / 3 | bootstrap 95 % |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in df.to_dict("records"):
+        diff = r["kind"] == "difference"
+        name = f"{r['variant']}" + (" - baseline" if diff else "")
+        extra = (f"{r['mdd']:.1f} | {r['seeds_for_2'] or '>100'} / {r['seeds_for_3'] or '>100'} | "
+                 f"[{r['boot_lo']:+.1f}, {r['boot_hi']:+.1f}]" if diff else " | | ")
+        mean = f"{r['mean']:+.1f}" if diff else f"{r['mean']:.1f}"
+        lines.append(f"| {r['dataset']} | {r['profile']} | {r['method']} | {name} | {r['seeds']} | "
+                     f"{r['images']} | {mean} | {r['sd_seeds']:.2f} | {r['sd_eval']:.2f} | "
+                     f"{r['sd_train']:.2f} | {extra} |")
+    return "\n".join(head + lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- backfill
+def backfill(runs_root: Path, checkpoints: Path | None = None, log=None) -> list[str]:
+    """Write predictions.json for finished runs under runs_root/runs lacking one (see the
+    module's docstring); returns the run ids written."""
+    import torch
+
+    from fgvc.engine import evaluate, load_model_state
+    from fgvc.methods import create_method
+    from fgvc.paths import checkpoints_dir
+    from fgvc.methods import method_class
+    from fgvc.study.run import build_data_for, make_loaders
+
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    done = []
+    for _, r in load_runs(runs_root).iterrows():
+        run_dir = Path(runs_root) / r["run_dir"]
+        if predictions.read(run_dir) is not None:
+            continue
+        cfg = predictions.io.read_json(run_dir / "config.json")
+        ckpt = next((p for p in (run_dir / "best.pt",
+                                 (checkpoints or checkpoints_dir()) / cfg["run_id"] / "best.pt")
+                     if p.is_file()), None)
+        if ckpt is None:
+            log(f"{cfg['run_id']}: no best.pt, left without predictions")
+            continue
+        bundle = build_data_for(cfg)
+        model = create_method(cfg["method"], bundle.num_classes, **cfg["model"])
+        load_model_state(model, torch.load(ckpt, map_location="cpu", weights_only=True)["model"])
+        machine = cfg.get("machine", {})
+        amp, cl = machine.get("amp", "fp32"), machine.get("channels_last", False)
+        if cl:
+            model = model.to(memory_format=torch.channels_last)
+        _, val_loader, test_loader = make_loaders(bundle, cfg, method_class(cfg["method"]).pair_mode)
+        dev = torch.device("cpu")
+        steps = cfg["train"]["max_steps"]
+        test = evaluate(model, test_loader, dev, amp=amp, channels_last=cl, max_steps=steps,
+                        predictions=True)
+        val = (evaluate(model, val_loader, dev, amp=amp, channels_last=cl, max_steps=steps,
+                        predictions=True) if val_loader is not None else {})
+        if not math.isclose(test["top1"], r["test_top1"], abs_tol=1e-9):
+            log(f"{cfg['run_id']}: recomputed test top-1 {test['top1']:.2f} != recorded "
+                f"{r['test_top1']:.2f}; not written")
+            continue
+        predictions.write(run_dir, cfg["config_hash"], {"test": test, "val": val})
+        done.append(cfg["run_id"])
+        log(f"{cfg['run_id']}: predictions written (test top-1 {test['top1']:.2f} as recorded)")
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = "python -m fgvc.study.noise " + " ".join(argv)
+    if argv[:1] == ["backfill"]:
+        p = argparse.ArgumentParser(prog="python -m fgvc.study.noise backfill")
+        p.add_argument("--runs", type=Path, required=True, help="a results root (holding runs/)")
+        p.add_argument("--checkpoints", type=Path, default=None)
+        p.add_argument("--threads", type=int, default=1)
+        a = p.parse_args(argv[1:])
+        import torch
+        torch.set_num_threads(a.threads)
+        done = backfill(a.runs, a.checkpoints)
+        print(f"backfill: predictions written for {len(done)} run(s)")
+        return 0
+    p = argparse.ArgumentParser(prog="python -m fgvc.study.noise", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--records", type=Path, action="append", required=True,
+                   help="a results root holding runs/ (repeatable)")
+    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder (default {DEFAULT_OUT})")
+    a = p.parse_args(argv)
+    df = decompose(a.records, a.split)
+    md = markdown(df, portable(command), a.split)
+    a.out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(a.out / f"noise_{a.split}.csv", index=False)
+    (a.out / f"noise_{a.split}.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    from fgvc.cli import run as run_cli
+
+    sys.exit(run_cli(main))
