@@ -51,3 +51,17 @@ def test_head_lr_sets_the_new_modules_lr_only_and_both_follow_the_schedule():
     body = [k for k in state if k.startswith("backbone") and state[k].is_floating_point()
             and "running" not in k]
     assert body and all(torch.equal(state[k], today[k]) for k in body)  # first step: same grads
+
+
+def test_transfer_next_head_lrs_are_the_sweeps_choices():
+    """The profile's ma_ea and pcanet head_lr are what the committed head-lr sweep chose on
+    validation (results/readings/head_lr/chosen.csv, fgvc.study.sweep's rule)."""
+    import pandas as pd
+
+    from fgvc.paths import ROOT
+    from fgvc.study.config import resolve
+
+    chosen = pd.read_csv(ROOT / "results/readings/head_lr/chosen.csv").set_index("method")
+    for method in chosen.index:
+        cfg = resolve(method, profile="transfer_next")
+        assert cfg["train"]["head_lr"] == pytest.approx(chosen.loc[method, "chosen_lr"]), method

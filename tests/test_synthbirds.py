@@ -340,3 +340,34 @@ def test_photo_mode_scene_changes_around_a_sharp_bird():
         a, b = np.asarray(p.image, np.float32), np.asarray(d.image, np.float32)
         m = _outside_box(p, a)
         assert np.abs(a - b)[m].mean() > 15
+
+
+def test_own_validation_split_is_drawn_apart_and_leaves_the_rest_unchanged(tiny, tmp_path):
+    """val_per_class > 0 (issue: evaluation splits that can measure): validation images of
+    their own seeds (split code 2), training images in CUB's split file, listed in
+    validation_images.txt; the loader puts them in Split.val; every train and test image is
+    the one of the set without them; at 0 the spec and every byte are those of the old set."""
+    from fgvc.data import build_data
+    from fgvc.data.cub import load_cub
+
+    assert sb.spec(0, **TINY, val_per_class=0) == sb.spec(0, **TINY)
+    assert "val_per_class" not in sb.spec()
+    assert tree_hash(sb.generate(tmp_path / "zero", seed=0, **TINY, val_per_class=0)) == tree_hash(tiny)
+    root = sb.generate(tmp_path / "val", seed=0, **TINY, val_per_class=3)
+    assert sb.read_meta(root)["spec"]["val_per_class"] == 3
+    split, old = load_cub(root), load_cub(tiny)
+    n_cls = TINY["n_genera"] * TINY["species_per_genus"]
+    assert len(split.val) == 3 * n_cls and Counter(s.label for s in split.val) == Counter(
+        {c: 3 for c in range(n_cls)})
+    for new, was in ((split.train, old.train), (split.test, old.test)):
+        assert [Path(s.path).read_bytes() for s in new] == [Path(s.path).read_bytes() for s in was]
+    val_bytes = {Path(s.path).read_bytes() for s in split.val}
+    assert not val_bytes & {Path(s.path).read_bytes() for s in split.train + split.test}
+    assert all("_val_" in Path(s.path).name for s in split.val)
+    ids = {int(r[0]) for r in rows(root / "validation_images.txt")}
+    is_train = {int(i): int(t) for i, t in rows(root / "train_test_split.txt")}
+    assert len(ids) == 3 * n_cls and all(is_train[i] == 1 for i in ids)
+    assert split.samples == split.train + split.val + split.test
+    bundle = build_data("cub", root, resize=48, crop=48, val_fraction=0.5, cache=False)
+    assert len(bundle.train) == len(split.train) and len(bundle.val) == len(split.val)
+    assert {s.path for s in bundle.val.samples} == {s.path for s in split.val}

@@ -58,11 +58,13 @@ def build_data(name: str, root: str | os.PathLike | None = None, *, resize: int,
                hflip: bool = True, remove_banner: bool = True, check_images: bool = True,
                skip_bad_images: bool = False, synth: dict | None = None,
                cache: bool | str | os.PathLike | None = "auto") -> DataBundle:
-    """Load dataset `name`, carve a stratified validation split from train, attach transforms.
+    """Load dataset `name`, carve a stratified validation split from train (unless the dataset
+    has its own, ``Split.val``), attach transforms.
 
     - `root`: dataset root (relative paths are taken from the repository root); default
       ``dataset_root(name, synth)``.
     - `val_fraction`, `seed`: validation split (see :func:`stratified_split`); test is untouched.
+      Unused when the dataset defines its own validation split (SynthBirds' val_per_class).
     - `check_images`: decode every image once before training. A bad image (missing,
       truncated, unreadable) raises :class:`CorruptImagesError` listing each path and reason,
       unless `skip_bad_images`, which drops them and records them in ``bundle.bad_images``.
@@ -79,23 +81,28 @@ def build_data(name: str, root: str | os.PathLike | None = None, *, resize: int,
     from fgvc.data.prepare import CachedImageDataset, find_cache
 
     data_root = _resolve_path(root) if root is not None else dataset_root(name, synth)
-    prepared = find_cache(name, data_root, split.train + split.test, resize, split.crop_bottom, cache)
+    prepared = find_cache(name, data_root, split.samples, resize, split.crop_bottom, cache)
     # ---------------------------------------------------------------------------------------
     bad: list[tuple[str, str]] = []
     if check_images:
         if prepared is not None:  # prepare decoded every image already; it lists the bad ones
-            bad = prepared.bad_of(split.train + split.test)
+            bad = prepared.bad_of(split.samples)
         else:
-            bad = scan_images(split.train + split.test, split.crop_bottom)
+            bad = scan_images(split.samples, split.crop_bottom)
         if bad and not skip_bad_images:
             raise CorruptImagesError(bad, "Fix or remove these files, or pass skip_bad_images=True to skip them.")
         bad_paths = {p for p, _ in bad}
         split = Split(train=[s for s in split.train if s.path not in bad_paths],
                       test=[s for s in split.test if s.path not in bad_paths],
                       classes=split.classes, part_names=split.part_names, crop_bottom=split.crop_bottom,
-                      genera=split.genera)
+                      genera=split.genera, val=[s for s in split.val if s.path not in bad_paths])
 
-    train_idx, val_idx = stratified_split([s.label for s in split.train], val_fraction, seed)
+    if split.val:  # the dataset's own validation split: train is all of train, val_fraction unused
+        train_samples, val_samples = split.train, split.val
+    else:
+        train_idx, val_idx = stratified_split([s.label for s in split.train], val_fraction, seed)
+        train_samples = [split.train[i] for i in train_idx]
+        val_samples = [split.train[i] for i in val_idx]
     train_tf = build_transforms(resize, crop, train=True, rotation=rotation, hflip=hflip, vflip=vflip)
     eval_tf = build_transforms(resize, crop, train=False)
     cb = split.crop_bottom
@@ -106,8 +113,8 @@ def build_data(name: str, root: str | os.PathLike | None = None, *, resize: int,
         return ImageDataset(samples, tf, cb)
 
     return DataBundle(
-        train=dataset([split.train[i] for i in train_idx], train_tf),
-        val=dataset([split.train[i] for i in val_idx], eval_tf),
+        train=dataset(train_samples, train_tf),
+        val=dataset(val_samples, eval_tf),
         test=dataset(split.test, eval_tf),
         classes=split.classes,
         num_classes=len(split.classes),

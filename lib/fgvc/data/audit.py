@@ -25,7 +25,7 @@ def class_counts(split: Split) -> pd.DataFrame:
 
 def image_sizes(split: Split, max_images: int = 500, seed: int = 0) -> pd.DataFrame:
     """Width, height and mode of up to `max_images` images (header read only, no decode)."""
-    samples = split.train + split.test
+    samples = split.samples
     pick = random.Random(seed).sample(samples, min(max_images, len(samples)))
     rows = []
     for s in pick:

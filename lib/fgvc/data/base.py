@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -60,9 +60,14 @@ class Sample:
     parts: Parts | None = None
 
 
+VAL_FILE = "validation_images.txt"  # a dataset's own validation image ids (SynthBirds' extension)
+
+
 @dataclass
 class Split:
-    """The official train/test split of a dataset (validation is carved later from train)."""
+    """The official train/test split of a dataset. Validation is carved later from train,
+    unless the dataset defines its own (`val`: SynthBirds generated with val_per_class > 0,
+    whose validation images are drawn apart from train and listed in validation_images.txt)."""
 
     train: list[Sample]
     test: list[Sample]
@@ -70,6 +75,12 @@ class Split:
     part_names: list[str] | None = None
     crop_bottom: int = 0  # pixels cut from the bottom of every image (FGVC-Aircraft banner)
     genera: list[str] | None = None  # genus name of each class (fgvc.data.genera); None: unknown
+    val: list[Sample] = field(default_factory=list)  # the dataset's own validation split, if any
+
+    @property
+    def samples(self) -> list[Sample]:
+        """Every image of the dataset: train, its own validation split (if any), test."""
+        return self.train + self.val + self.test
 
     @property
     def num_classes(self) -> int:

@@ -26,7 +26,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from fgvc.data.base import DatasetNotFound, MalformedIndex, Sample, Split, read_rows, require_file
+from fgvc.data.base import (VAL_FILE, DatasetNotFound, MalformedIndex, Sample, Split, read_rows,
+                             require_file)
 from fgvc.data.registry import DatasetInfo, register_dataset
 
 NAME = "CUB-200-2011"
@@ -77,7 +78,11 @@ def load_cub(root: str | os.PathLike) -> Split:
         missing = (0.0, 0.0, 0)
         parts = {i: tuple(d.get(p, missing) for p in range(1, len(part_names) + 1)) for i, d in locs.items()}
 
-    train, test = [], []
+    # A SynthBirds extension of the layout: the ids of the set's own validation images
+    # (is_training_image 1 in train_test_split.txt, so a CUB reader sees them as training images).
+    val_ids = ({i for (i,) in rows(base / VAL_FILE, (int,))}
+               if (base / VAL_FILE).is_file() else set())
+    train, val, test = [], [], []
     for image_id, rel in sorted(images.items()):
         if image_id not in labels or image_id not in is_train:
             table = "image_class_labels.txt" if image_id not in labels else "train_test_split.txt"
@@ -87,8 +92,9 @@ def load_cub(root: str | os.PathLike) -> Split:
             raise MalformedIndex(f"{NAME}: image id {image_id} has class {labels[image_id]}, "
                                  f"outside 1..{len(classes)} of classes.txt. {FIX}")
         sample = Sample(str(base / "images" / rel), label, boxes.get(image_id), parts.get(image_id))
-        (train if is_train[image_id] == 1 else test).append(sample)
-    return Split(train=train, test=test, classes=classes, part_names=part_names, genera=_genera(base, classes))
+        (test if is_train[image_id] != 1 else val if image_id in val_ids else train).append(sample)
+    return Split(train=train, test=test, classes=classes, part_names=part_names,
+                 genera=_genera(base, classes), val=val)
 
 
 def _genera(base: Path, classes: list[str]) -> list[str]:

@@ -213,7 +213,7 @@ def check(name: str, root: str | os.PathLike | None = None, *, scan: bool = Fals
     if ds.notes is not None:
         report.notes += ds.notes(root, manifest)
     if scan:
-        for path, reason in scan_images(split.train + split.test, split.crop_bottom):
+        for path, reason in scan_images(split.samples, split.crop_bottom):
             report.problems.append(f"bad image {path}: {reason}")
     return report
 

@@ -138,7 +138,7 @@ def prepare(name: str, size: int, root: str | os.PathLike | None = None, *,
     split = load_split(name, root, remove_banner=remove_banner, synth=synth)
     root = resolve(root) if root is not None else dataset_root(name, synth)  # the folder load_split read
     out = Path(out) if out is not None else default_cache_dir(name, size, root)
-    return prepare_samples(split.train + split.test, size, out, crop_bottom=split.crop_bottom,
+    return prepare_samples(split.samples, size, out, crop_bottom=split.crop_bottom,
                            workers=workers, log=log)
 
 

@@ -86,6 +86,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from fgvc.data.base import VAL_FILE
+
 if TYPE_CHECKING:
     from fgvc.data.base import Split
 
@@ -115,6 +117,10 @@ GENUS_NAMES = ("Finch", "Warbler", "Sparrow", "Tanager", "Wren", "Vireo", "Shrik
 
 DEFAULT_SIZE: dict[str, int] = dict(n_genera=4, species_per_genus=4, train_per_class=150,
                                     test_per_class=50, image_size=96)
+# A validation split of its own (default 0: none, validation is carved from train): per class,
+# images drawn apart from train and test (split code 2 in their seeds), written as training
+# images in train_test_split.txt and listed in validation_images.txt.
+VAL_KEY = "val_per_class"
 DEFAULT_DIFFICULTY: dict[str, float] = dict(
     part_scale=1.0,        # size of the species markings (beak, crown, eye ring, bars, ...)
     part_contrast=1.0,     # 1: pure marking colours; 0: markings blend into the plumage
@@ -168,18 +174,23 @@ def spec(seed: int = 0, *, difficulty: Mapping[str, float] | None = None, preset
         if preset not in PRESETS:
             raise ValueError(f"unknown SynthBirds preset {preset!r}; valid: {sorted(PRESETS)}")
         diff.update(PRESETS[preset])
+    val = 0
     for k, v in {**(difficulty or {}), **size}.items():
-        if k in DEFAULT_SIZE:
+        if k == VAL_KEY:
+            val = int(v)
+        elif k in DEFAULT_SIZE:
             sz[k] = int(v)
         elif k in DEFAULT_DIFFICULTY:
             diff[k] = type(DEFAULT_DIFFICULTY[k])(v)
         else:
             raise ValueError(f"unknown SynthBirds parameter {k!r}; valid: "
-                             f"{sorted(DEFAULT_SIZE) + sorted(DEFAULT_DIFFICULTY)}, or preset ({sorted(PRESETS)})")
-    if sz["image_size"] < 16 or min(sz["n_genera"], sz["species_per_genus"]) < 1:
-        raise ValueError(f"bad SynthBirds size {sz}")
+                             f"{sorted(DEFAULT_SIZE) + [VAL_KEY] + sorted(DEFAULT_DIFFICULTY)}, or preset ({sorted(PRESETS)})")
+    if sz["image_size"] < 16 or min(sz["n_genera"], sz["species_per_genus"]) < 1 or val < 0:
+        raise ValueError(f"bad SynthBirds size {sz}, {VAL_KEY} {val}")
     diff = {k: v for k, v in diff.items() if k not in ADDED_KNOBS or v != DEFAULT_DIFFICULTY[k]}
-    return {"generator_version": GENERATOR_VERSION, "seed": int(seed), **sz, "difficulty": diff}
+    # val_per_class is listed only when > 0, so sets without it keep their spec, name and files
+    return {"generator_version": GENERATOR_VERSION, "seed": int(seed), **sz,
+            **({VAL_KEY: val} if val else {}), "difficulty": diff}
 
 
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
@@ -943,7 +954,8 @@ def _write_set(out: Path, sp: dict, desc: str = "SynthBirds") -> str:
     """Write every file of the set `sp` into `out`; return the content hash. `desc`: the
     label of the progress bar."""
     classes, genera = _definitions(sp)
-    bar = _progress(len(classes) * (sp["train_per_class"] + sp["test_per_class"]), desc)
+    n_val = sp.get(VAL_KEY, 0)
+    bar = _progress(len(classes) * (sp["train_per_class"] + sp["test_per_class"] + n_val), desc)
     draw = renderer(sp["seed"], difficulty=sp["difficulty"],
                     **{k: sp[k] for k in DEFAULT_SIZE})
     files: dict[str, str] = {}  # relpath -> sha256 of content
@@ -954,22 +966,26 @@ def _write_set(out: Path, sp: dict, desc: str = "SynthBirds") -> str:
         p.write_bytes(data)
         files[rel] = hashlib.sha256(data).hexdigest()
 
-    images, labels, split, boxes, locs, decoys = [], [], [], [], [], []
+    images, labels, split, boxes, locs, decoys, val = [], [], [], [], [], [], []
     image_id = 0
     for ci, cls in enumerate(classes):
         folder = f"{ci + 1:03d}.{cls['name']}"
-        for is_train, count in ((1, sp["train_per_class"]), (0, sp["test_per_class"])):
+        # split code: 1 train, 0 test, 2 validation (the seed's 4th entry; CUB's is_train for 0/1)
+        for code, name, count in ((1, "train", sp["train_per_class"]), (0, "test", sp["test_per_class"]),
+                                  (2, "val", n_val)):
             for k in range(count):
                 image_id += 1
-                rng = np.random.default_rng([sp["seed"], 2, ci, is_train, k])
+                rng = np.random.default_rng([sp["seed"], 2, ci, code, k])
                 s = draw(ci, rng)
                 buf = io.BytesIO()
                 s.image.save(buf, "JPEG", quality=JPEG_QUALITY, subsampling=0)
-                rel = f"{folder}/{cls['name']}_{'train' if is_train else 'test'}_{k:04d}.jpg"
+                rel = f"{folder}/{cls['name']}_{name}_{k:04d}.jpg"
                 put(f"images/{rel}", buf.getvalue())
                 images.append(f"{image_id} {rel}")
                 labels.append(f"{image_id} {ci + 1}")
-                split.append(f"{image_id} {is_train}")
+                split.append(f"{image_id} {int(code != 0)}")
+                if code == 2:
+                    val.append(str(image_id))
                 boxes.append(f"{image_id} " + " ".join(f"{v:.1f}" for v in s.box))
                 locs += [f"{image_id} {p + 1} {x:.1f} {y:.1f} {v}" for p, (x, y, v) in enumerate(s.parts)]
                 decoys += [f"{image_id} {kind} {x:.1f} {y:.1f} {w:.1f} {h:.1f}" for kind, x, y, w, h in s.decoys]
@@ -979,6 +995,8 @@ def _write_set(out: Path, sp: dict, desc: str = "SynthBirds") -> str:
     put("images.txt", text(images))
     put("image_class_labels.txt", text(labels))
     put("train_test_split.txt", text(split))
+    if val:
+        put(VAL_FILE, text(val))
     put("classes.txt", text([f"{i + 1} {i + 1:03d}.{c['name']}" for i, c in enumerate(classes)]))
     put("bounding_boxes.txt", text(boxes))
     put("parts/parts.txt", text([f"{i + 1} {n}" for i, n in enumerate(PARTS)]))
@@ -1043,7 +1061,8 @@ def _install(tmp: Path, root: Path, sp: dict, force: bool) -> None:
 
 def generate(root: str | os.PathLike, seed: int = 0, n_genera: int = 4, species_per_genus: int = 4,
              train_per_class: int = 150, test_per_class: int = 50, image_size: int = 96,
-             difficulty: Mapping[str, float] | None = None, **difficulty_kw: float) -> Path:
+             difficulty: Mapping[str, float] | None = None, val_per_class: int = 0,
+             **difficulty_kw: float) -> Path:
     """Write the whole set into `root` (replacing a SynthBirds set already there); return root.
 
     Written into a temporary directory beside `root` and renamed into place, so `root` is
@@ -1051,7 +1070,7 @@ def generate(root: str | os.PathLike, seed: int = 0, n_genera: int = 4, species_
     """
     sp = spec(seed, difficulty=difficulty, n_genera=n_genera, species_per_genus=species_per_genus,
               train_per_class=train_per_class, test_per_class=test_per_class, image_size=image_size,
-              **difficulty_kw)
+              val_per_class=val_per_class, **difficulty_kw)
     return _build(Path(root), sp, force=True)
 
 

@@ -223,7 +223,7 @@ def data_path(n_images: int = 48, resize: int = 550, crop: int = 448, min_run_ti
         per = max(n_images // 4, 1)  # 2 classes x (train + test)
         split = load_cub(synthbirds.generate(tmp / "synthbirds", n_genera=1, species_per_genus=2,
                                              train_per_class=per, test_per_class=per, image_size=432))
-        samples = split.train + split.test
+        samples = split.samples
         paths = [s.path for s in samples]
         tf = build_transforms(resize, crop, train=True)
         cache = PreparedImages(prepare_samples(samples, resize, tmp / "cache", log=None))
