@@ -122,6 +122,11 @@ def test_one_throughput_section_per_profile_at_its_sizes():
     assert bench.sizes("scratch") == (scratch["data"]["crop"], scratch["train"]["batch_size"])
     assert bench.sizes("paper") == (448, bench.PAPER_BATCH)  # the paper's crop, a CPU's batch
     assert bench.sizes("paper", quick=True) == bench.QUICK
+    # the default study is benchmarked, on its backbone at its input size
+    transfer = load_profile("transfer")
+    assert "transfer" in bench.THROUGHPUT_PROFILES
+    assert bench.sizes("transfer") == (transfer["data"]["crop"], transfer["train"]["batch_size"])
+    assert bench.profile_model("baseline", "transfer", 128)["backbone"] == "efficientnet_lite0"
 
 
 def test_paper_section_through_main(tmp_path):

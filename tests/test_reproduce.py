@@ -24,6 +24,25 @@ def test_compare_is_exact_when_everything_that_decides_matches():
     assert rp.compare(a, dict(a))["verdict"] == "exact"
     off = rp.compare(a, {**a, "test_loss": 1.0000001})
     assert (off["mode"], off["verdict"], off["reproduced"]) == ("exact", "differs", False)
+    # equal metrics, other per-image predictions: not exact; none recorded: the metrics decide
+    assert rp.compare(a, dict(a), same_images=False)["verdict"] == "differs"
+    assert rp.compare(a, dict(a), same_images=None)["verdict"] == "exact"
+
+
+def test_same_predictions_compares_every_split(tmp_path):
+    import numpy as np
+
+    from fgvc.study import predictions
+
+    def write(name, pred):
+        d = tmp_path / name
+        d.mkdir()
+        predictions.write(d, "h", {"test": {"pred": np.array(pred), "target": np.array([0, 1, 1])}})
+        return d
+
+    a, b, c = write("a", [0, 1, 0]), write("b", [0, 1, 0]), write("c", [0, 1, 1])
+    assert rp._same_predictions(a, b) is True and rp._same_predictions(a, c) is False
+    assert rp._same_predictions(tmp_path / "none", a) is None
 
 
 def test_compare_is_bounded_and_names_what_differs():

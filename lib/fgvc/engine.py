@@ -534,9 +534,12 @@ def fit(model: nn.Module, train_loader_fn: Callable[[int], Iterable], val_loader
                                 epoch=epoch, amp=amp, scaler=scaler, grad_clip=t["grad_clip"],
                                 max_steps=t["max_steps"], channels_last=channels_last,
                                 progress=progress, desc=f"epoch {epoch + 1}/{t['epochs']}")
+        val_start = time.time()
         val = {} if val_loader is None else evaluate(
             model, val_loader, device, amp=amp, channels_last=channels_last,
             max_steps=t["max_steps"], progress=progress, desc="  validate")
+        if val:
+            val["seconds"] = time.time() - val_start   # the split's cost, paid every epoch
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                **{f"train_{k}" if not k.startswith("train_") else k: v for k, v in stats.items()},
                **{f"val_{k}": v for k, v in val.items()}}

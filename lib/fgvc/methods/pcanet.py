@@ -87,8 +87,10 @@ defaults to the committed behaviour and is declared `added` so committed hashes 
   FC-equivalent to s = 100 at 0.0087, on the hot side of that sweep (val 45.8 / 45.0 / 31.7 %
   at 0.0025 / 0.005 / 0.01), and a 40-step check agrees (s = 33, new modules at 0.08 with
   the profile's warm-up, backbone 0.008: the mean CE climbs from 2.8 to 7.7-8.4 by step 40).
-  So we keep s = 100 and give the head its own lr (train.head_lr 0.0025-0.005, the sweep's
-  good range) while the backbone trains at the baseline's rate.
+  So we keep s = 100 and give the head its own lr while the backbone trains at the
+  baseline's rate: the head-lr sweep on validation (transfer_next, seed 0) chose
+  train.head_lr 0.000625 (val 84.2 %; 82.5 at half, 76.7 at double, 56.7 at 0.0025, where the
+  training CE climbs above ln 16 in epoch 2).
 - `center_update` (default "last", the authors' code): why the centre loss reads 1.75-1.79
   in every epoch. The features reach it (no detach), the centres are updated, but the
   authors' update keeps no memory: the stored centre is exactly rate x the class's latest

@@ -132,6 +132,10 @@ def decompose(roots: list[Path], split: str = "test", draws: int = BOOT) -> pd.D
     return pd.DataFrame(rows)
 
 
+def _seeds(n) -> str:
+    return ">100" if n is None or n != n else str(int(n))
+
+
 def markdown(df: pd.DataFrame, command: str, split: str) -> str:
     head = [f"# Evaluation noise against training noise ({split} split)\n", f"`{command}`\n",
             "sd_seeds: standard deviation across seeds (points); sd_eval: from a bootstrap over "
@@ -148,7 +152,7 @@ def markdown(df: pd.DataFrame, command: str, split: str) -> str:
     for r in df.to_dict("records"):
         diff = r["kind"] == "difference"
         name = f"{r['variant']}" + (" - baseline" if diff else "")
-        extra = (f"{r['mdd']:.1f} | {r['seeds_for_2'] or '>100'} / {r['seeds_for_3'] or '>100'} | "
+        extra = (f"{r['mdd']:.1f} | {_seeds(r['seeds_for_2'])} / {_seeds(r['seeds_for_3'])} | "
                  f"[{r['boot_lo']:+.1f}, {r['boot_hi']:+.1f}]" if diff else " | | ")
         mean = f"{r['mean']:+.1f}" if diff else f"{r['mean']:.1f}"
         lines.append(f"| {r['dataset']} | {r['profile']} | {r['method']} | {name} | {r['seeds']} | "

@@ -11,7 +11,8 @@ root, and reproduction.md / reproduction.csv are written there. Nothing tracked 
 Exact or bounded. What decides whether a rerun can be bitwise equal is recorded by every run
 (`machine` in metrics.json: CPU capability, kind and model, torch / torchvision / numpy / Pillow /
 Python versions, resolved dtype and layout, torch threads). Where all of them match the
-committed run the comparison is exact: every metric must be equal. Where any differs the
+committed run the comparison is exact: every metric must be equal, and so must every image's
+prediction where the committed run records them (predictions.json). Where any differs the
 report names it and the run counts as reproduced when its test top-1 is within `BOUND`
 points; the study counts as reproduced when every run is and every verdict of
 results/tables/claims.csv is unchanged.
@@ -27,9 +28,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from fgvc import io
+from fgvc.study import predictions
 from fgvc.study.grid import plan
 from fgvc.paths import ROOT, STUDY
 
@@ -46,8 +49,21 @@ EXACT_METRICS = ("test_top1", "test_top5", "test_loss", "val_top1", "best_epoch"
 DEFAULT_ROOT = ROOT / "reproduction"
 
 
-def compare(committed: dict, rerun: dict) -> dict:
-    """One row of the report: a committed run's metrics.json against its rerun's."""
+def _same_predictions(committed_dir: Path, rerun_dir: Path) -> bool | None:
+    """Equal per-image predictions on every split both record (None: the committed run has none)."""
+    a, b = predictions.read(committed_dir), predictions.read(rerun_dir)
+    if a is None:
+        return None
+    if b is None or set(a) != set(b):
+        return False
+    return all(np.array_equal(a[k][0], b[k][0]) and np.array_equal(a[k][1], b[k][1]) for k in a)
+
+
+def compare(committed: dict, rerun: dict, same_images: bool | None = None) -> dict:
+    """One row of the report: a committed run's metrics.json against its rerun's.
+    `same_images`: whether their per-image predictions (predictions.json) are equal, None
+    where the committed run has none (recorded before they were kept); in exact mode a
+    difference there fails the run as a metric would."""
     a, b = committed.get("machine", {}), rerun.get("machine", {})
     differ = [k for k in DECIDES if a.get(k) != b.get(k)]
     diff = rerun["test_top1"] - committed["test_top1"]
@@ -56,11 +72,11 @@ def compare(committed: dict, rerun: dict) -> dict:
         verdict = f"within {BOUND:g} points" if ok else f"outside {BOUND:g} points"
     else:
         mode = "exact"
-        ok = all(committed.get(k) == rerun.get(k) for k in EXACT_METRICS)
+        ok = all(committed.get(k) == rerun.get(k) for k in EXACT_METRICS) and same_images is not False
         verdict = "exact" if ok else "differs"
     return {"run_id": committed["run_id"], "committed_test_top1": committed["test_top1"],
             "rerun_test_top1": rerun["test_top1"], "difference": diff, "mode": mode,
-            "verdict": verdict, "reproduced": ok,
+            "verdict": verdict, "reproduced": ok, "same_predictions": same_images,
             "differs_in": "; ".join(f"{k}: {a.get(k)} -> {b.get(k)}" for k in differ)}
 
 
@@ -136,7 +152,8 @@ def reproduce(profile: str = "transfer", grid: str = "study", root: Path = DEFAU
         if not old.is_file() or not new.is_file():
             missing.append(f"{rid} ({'no committed record' if not old.is_file() else 'rerun failed'})")
             continue
-        rows.append(compare(io.read_json(old), io.read_json(new)))
+        rows.append(compare(io.read_json(old), io.read_json(new),
+                            _same_predictions(old.parent, new.parent)))
     table = pd.DataFrame(rows)
     if table.empty:
         print("reproduce: nothing to compare; " + ", ".join(missing))
