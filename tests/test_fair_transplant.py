@@ -1,7 +1,7 @@
 """fgvc.study.fair_transplant: the three arms read from run records and paired by seed."""
 import json
 
-from fgvc.study.fair_transplant import SWEEP_RUN, arms, table
+from fgvc.study.fair_transplant import METHODS, arms, table
 
 
 def _run(root, rel, top1):
@@ -11,8 +11,8 @@ def _run(root, rel, top1):
 
 
 def test_arms_pair_by_seed(tmp_path):
-    for m in SWEEP_RUN:
-        _run(tmp_path, f"readings/head_lr/runs/{SWEEP_RUN[m]}", 80.0)
+    for m in METHODS:
+        _run(tmp_path, f"readings/fair_transplant/runs/transfer_next-synthbirds-{m}-full-s0", 80.0)
         _run(tmp_path, f"readings/fair_transplant/runs/transfer_next-synthbirds-{m}-full-s1", 70.0)
         for s, v in enumerate((40.0, 30.0, 50.0)):
             _run(tmp_path, f"runs/transfer-synthbirds-{m}-full-s{s}", v)

@@ -3,9 +3,10 @@ docs/lab-record.md):
 
     python -m fgvc.study.fair_transplant      # prints the markdown tables (SynthBirds, cub_dev)
 
-For ma_ea and pcanet: the new choice (profile transfer_next; seed 0 is the head-lr sweep's run at
-the chosen head_lr, results/readings/head_lr/; seeds 1-2 in results/readings/fair_transplant/),
-today's default and the baseline (the committed transfer records, results/runs/); test top-1 and
+For ma_ea and pcanet: the new choice (profile transfer_next, seeds 0-2 in
+results/readings/fair_transplant/; seed 0 has the same per-image predictions as the head-lr
+sweep's run at the chosen head_lr, results/readings/head_lr/), today's default and the baseline
+(the committed transfer records, results/runs/); test top-1 and
 the paired differences with their 95 % t intervals (fgvc.study.stats). On the 30-species
 real-photo subset (dataset cub, a check, never a tuning set) all three arms are in
 results/readings/fair_transplant_cub_dev/.
@@ -18,9 +19,7 @@ from pathlib import Path
 from fgvc.paths import STUDY
 from fgvc.study.stats import Interval, paired_difference, t_interval
 
-# seed 0 of the new choice: the head-lr sweep's run at the head_lr transfer_next chose
-SWEEP_RUN = {"ma_ea": "transfer_next-synthbirds-ma_ea-full-s0-7f16bf",
-             "pcanet": "transfer_next-synthbirds-pcanet-full-s0-0d4c37"}
+METHODS = ("ma_ea", "pcanet")
 SEEDS = (0, 1, 2)
 
 
@@ -40,9 +39,8 @@ def arms(method: str, root: Path = STUDY, dataset: str = "synthbirds") -> dict[s
         return {arm: collect({s: runs / f"{profile}-{dataset}-{m}-full-s{s}" for s in SEEDS})
                 for arm, profile, m in (("new", "transfer_next", method), ("today", "transfer", method),
                                         ("baseline", "transfer", "baseline"))}
-    new = {0: root / "readings/head_lr/runs" / SWEEP_RUN[method]}
-    new |= {s: root / f"readings/fair_transplant/runs/transfer_next-synthbirds-{method}-full-s{s}"
-            for s in SEEDS[1:]}
+    new = {s: root / f"readings/fair_transplant/runs/transfer_next-synthbirds-{method}-full-s{s}"
+           for s in SEEDS}
     return {"new": collect(new),
             "today": collect({s: root / f"runs/transfer-synthbirds-{method}-full-s{s}" for s in SEEDS}),
             "baseline": collect({s: root / f"runs/transfer-synthbirds-baseline-full-s{s}"
@@ -56,7 +54,7 @@ def _ci(i: Interval) -> str:
 def table(root: Path = STUDY, dataset: str = "synthbirds") -> str:
     lines = ["| method | new choice, by seed (mean) | today's default | baseline | "
              "new - baseline, 95 % CI | new - today's, 95 % CI |", "|---|---|---|---|---|---|"]
-    for m in SWEEP_RUN:
+    for m in METHODS:
         a = arms(m, root, dataset)
         if not all(a.values()):
             continue
