@@ -161,3 +161,4 @@ def test_mdd_by_hand_and_the_seeds_it_takes():
     # sd 3 points: n = 8 gives (2.365 + 0.896) * 3 / sqrt 8 = 3.46 > 3; n = 10 gives 2.97
     assert stats.seeds_to_detect(3.0, 3.0) == 10
     assert stats.seeds_to_detect(50.0, 0.1) is None
+

@@ -1,0 +1,48 @@
+"""fgvc.study.plateau: validation top-1 at two training lengths, on the seeds both have, and
+what an epoch's training and validation cost."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fgvc import io
+from fgvc.study import plateau
+
+def _write_history_run(root, method, seed, epochs, vals):
+    rid = f"{method}-e{epochs}-s{seed}"
+    d = root / "runs" / rid
+    cfg = {"run_id": rid, "config_hash": rid, "method": method, "variant": "full",
+           "dataset": "synthbirds", "profile": "p", "seed": seed,
+           "overrides": {"train.epochs": epochs}, "model": {"backbone": "b"}, "data": {"crop": 8},
+           "train": {"epochs": epochs}}
+    io.write_json(d / "config.json", cfg)
+    io.write_json(d / "metrics.json", {**{k: cfg[k] for k in ("run_id", "config_hash", "method",
+                                                              "variant", "dataset", "profile", "seed")},
+                                       "val_top1": max(vals), "test_top1": max(vals) - 5,
+                                       "n_val": 800, "n_test": 1600, "num_classes": 16})
+    pd.DataFrame({"epoch": range(1, epochs + 1), "train_ce": np.linspace(2, 1, epochs),
+                  "train_top1": np.linspace(20, 90, epochs), "train_seconds": 30.0,
+                  "val_seconds": 4.0, "val_top1": vals}).to_csv(d / "history.csv", index=False)
+
+
+def test_plateau_compares_lengths_on_common_seeds(tmp_path):
+    for s in (0, 1):
+        _write_history_run(tmp_path, "baseline", s, 2, [60.0, 70.0 + s])     # best 70, 71
+        _write_history_run(tmp_path, "baseline", s, 4, [50, 60, 70, 70.5 + s])  # best 70.5, 71.5
+        _write_history_run(tmp_path, "lafe", s, 2, [50.0, 60.0])
+        _write_history_run(tmp_path, "lafe", s, 4, [50, 60, 65, 64.0])
+    runs, hists = plateau.load([tmp_path], "p")
+    df = plateau.table(runs, hists).set_index(["method", "epochs"])
+    assert df.loc[("baseline", 4), "gain_over_half"] == pytest.approx(0.5)
+    assert df.loc[("baseline", 4), "plateau_at_half"]
+    assert df.loc[("lafe", 4), "gain_over_half"] == pytest.approx(5.0)
+    assert not df.loc[("lafe", 4), "plateau_at_half"]
+    assert math.isnan(df.loc[("lafe", 2), "gain_over_half"])
+    assert df.loc[("lafe", 2), "val_s_per_epoch"] == 4.0 and df.loc[("lafe", 2), "train_s_per_epoch"] == 30.0
+    md = plateau.markdown(df.reset_index(), "cmd")
+    assert "| lafe | 4 | 2 | 65.0 | 60.0 | 1.000 | +5.0 | no | 30 | 4.0 (800) |" in md
+    fig = plateau.figure(hists)
+    assert len(fig.axes) == 2
