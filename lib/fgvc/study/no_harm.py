@@ -42,13 +42,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from fgvc.data import ImageDataset, build_transforms
-from fgvc.engine import load_model_state, seed_everything
+from fgvc.engine import seed_everything
 from fgvc.methods import create_method
 from fgvc.methods.base import Method
 from fgvc.paths import SCRATCH, portable
 from fgvc.study.config import load_variants, resolve
 from fgvc.study.grid import plan
-from fgvc.study.run import build_data_for
+from fgvc.study.run import REPLACED, build_data_for, load_trained
 
 DEFAULT_OUT = SCRATCH / "no_harm"  # the maintainers' copy: results/readings/no_harm/
 LAMBDAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)   # L2 strengths the cross-validation chooses from
@@ -383,26 +383,20 @@ def parts(runs: Path, checkpoints: Path | None = None, log=None) -> pd.DataFrame
     best.pt is found (beside the record, or in `checkpoints`/<run_id>/)."""
     from torch.utils.data import DataLoader
 
-    from fgvc.paths import checkpoints_dir
-
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     rows = []
     for cfg_path in sorted(Path(runs).rglob("config.json")):
         run_dir = cfg_path.parent
-        if not (run_dir / "metrics.json").is_file():
+        if not (run_dir / "metrics.json").is_file() or REPLACED in run_dir.parts:
             continue
         cfg = json.loads(cfg_path.read_text())
-        ckpt = next((p for p in (run_dir / "best.pt",
-                                 (checkpoints or checkpoints_dir()) / cfg["run_id"] / "best.pt")
-                     if p.is_file()), None)
         row = {"run_id": cfg["run_id"], "method": cfg["method"], "variant": cfg["variant"],
                "test_top1": json.loads((run_dir / "metrics.json").read_text()).get("test_top1")}
-        if ckpt is None:
+        trained = load_trained(run_dir, checkpoints)
+        if trained is None:
             rows.append({**row, "gates": "no checkpoint"})
             continue
-        bundle = build_data_for(cfg)
-        model = create_method(cfg["method"], bundle.num_classes, **cfg["model"])
-        load_model_state(model, torch.load(ckpt, map_location="cpu", weights_only=True)["model"])
+        cfg, bundle, model = trained
         gates = own_gates(model)
         row["gates"] = ("; ".join(f"{k}: {v}" for k, v in gates.items())
                         or "none (no learned gate or scale)")

@@ -167,11 +167,9 @@ def backfill(runs_root: Path, checkpoints: Path | None = None, log=None) -> list
     module's docstring); returns the run ids written."""
     import torch
 
-    from fgvc.engine import evaluate, load_model_state
-    from fgvc.methods import create_method
-    from fgvc.paths import checkpoints_dir
+    from fgvc.engine import evaluate
     from fgvc.methods import method_class
-    from fgvc.study.run import build_data_for, make_loaders
+    from fgvc.study.run import load_trained, make_loaders
 
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     done = []
@@ -179,16 +177,11 @@ def backfill(runs_root: Path, checkpoints: Path | None = None, log=None) -> list
         run_dir = Path(runs_root) / r["run_dir"]
         if predictions.read(run_dir) is not None:
             continue
-        cfg = predictions.io.read_json(run_dir / "config.json")
-        ckpt = next((p for p in (run_dir / "best.pt",
-                                 (checkpoints or checkpoints_dir()) / cfg["run_id"] / "best.pt")
-                     if p.is_file()), None)
-        if ckpt is None:
-            log(f"{cfg['run_id']}: no best.pt, left without predictions")
+        trained = load_trained(run_dir, checkpoints)
+        if trained is None:
+            log(f"{r['run_id']}: no best.pt, left without predictions")
             continue
-        bundle = build_data_for(cfg)
-        model = create_method(cfg["method"], bundle.num_classes, **cfg["model"])
-        load_model_state(model, torch.load(ckpt, map_location="cpu", weights_only=True)["model"])
+        cfg, bundle, model = trained
         machine = cfg.get("machine", {})
         amp, cl = machine.get("amp", "fp32"), machine.get("channels_last", False)
         if cl:

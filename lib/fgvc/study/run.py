@@ -353,6 +353,23 @@ def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None 
     return metrics
 
 
+def load_trained(run_dir: str | Path, checkpoints: Path | None = None):
+    """(resolved config, data bundle, model with the run's best.pt loaded) of a finished run
+    folder, the checkpoint taken beside the record or under `checkpoints`/<run_id>/ (default:
+    checkpoints_dir()); None where no best.pt is found."""
+    run_dir = Path(run_dir)
+    cfg = io.read_json(run_dir / "config.json")
+    ckpt = next((p for p in (run_dir / "best.pt",
+                             (checkpoints or checkpoints_dir()) / cfg["run_id"] / "best.pt")
+                 if p.is_file()), None)
+    if ckpt is None:
+        return None
+    bundle = build_data_for(cfg)
+    model = create_method(cfg["method"], bundle.num_classes, **cfg["model"])
+    load_model_state(model, torch.load(ckpt, map_location="cpu", weights_only=True)["model"])
+    return cfg, bundle, model
+
+
 def load_run(run_dir: str | Path) -> dict:
     """config and metrics of a finished run folder."""
     run_dir = Path(run_dir)
