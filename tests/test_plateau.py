@@ -43,6 +43,6 @@ def test_plateau_compares_lengths_on_common_seeds(tmp_path):
     assert math.isnan(df.loc[("lafe", 2), "gain_over_half"])
     assert df.loc[("lafe", 2), "val_s_per_epoch"] == 4.0 and df.loc[("lafe", 2), "train_s_per_epoch"] == 30.0
     md = plateau.markdown(df.reset_index(), "cmd")
-    assert "| lafe | 4 | 2 | 65.0 | 60.0 | 1.000 | +5.0 | no | 30 | 4.0 (800) |" in md
+    assert "| lafe | 4 | 2 | 65.0 | 60.0 | 90.0 | +5.0 | no | 30 | 4.0 (800) |" in md
     fig = plateau.figure(hists)
     assert len(fig.axes) == 2

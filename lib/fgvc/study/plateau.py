@@ -7,7 +7,7 @@ evaluation split costs (issue "the study's regime"; docs/lab-record.md "The regi
 For every method's `full` variant of one profile and dataset, the runs are grouped by their
 length (train.epochs; a run's override of it counts) and seed. The table gives, per method and
 length, the mean over seeds of the best-epoch validation top-1 (what a run is selected on) and
-of the test top-1, the final training CE, and the seconds one epoch's training and one
+of the test top-1, the last epoch's training top-1 (of the predicting head), and the seconds one epoch's training and one
 validation pass took (history.csv; the machine may be shared: see the run records), then the
 gain of each doubling of the length on the seeds both lengths have. A method is at its plateau
 at a length when doubling it raises the mean validation top-1 by at most `TOL` points (the
@@ -62,7 +62,7 @@ def table(runs: pd.DataFrame, hists: pd.DataFrame, tol: float = TOL) -> pd.DataF
     per_epoch = hists.groupby("run_id").agg(
         train_s=("train_seconds", "mean"),
         val_s=("val_seconds", "mean") if "val_seconds" in hists else ("train_seconds", lambda _: np.nan),
-        final_ce=("train_ce", "last") if "train_ce" in hists else ("train_loss", "last"))
+        final_top1=("train_top1", "last"))
     runs = runs.join(per_epoch, on="run_id")
     for (method, length), g in runs.groupby(["method", "length"], sort=False):
         half = runs[(runs["method"] == method) & (runs["length"] * 2 == length)]
@@ -71,7 +71,7 @@ def table(runs: pd.DataFrame, hists: pd.DataFrame, tol: float = TOL) -> pd.DataF
                 - half.set_index("seed").loc[seeds, "val_top1"].mean()) if seeds else np.nan
         rows.append({"method": method, "epochs": int(length), "seeds": len(g),
                      "val_top1": g["val_top1"].mean(), "test_top1": g["test_top1"].mean(),
-                     "final_train_ce": g["final_ce"].mean(), "n_val": int(g["n_val"].iloc[0]),
+                     "final_train_top1": g["final_top1"].mean(), "n_val": int(g["n_val"].iloc[0]),
                      "n_test": int(g["n_test"].iloc[0]),
                      "train_s_per_epoch": g["train_s"].mean(), "val_s_per_epoch": g["val_s"].mean(),
                      "gain_over_half": gain, "paired_seeds": len(seeds),
@@ -86,14 +86,14 @@ def markdown(df: pd.DataFrame, command: str, tol: float = TOL) -> str:
             f"plateau at half: the gain is at most {tol:g} point(s). Seconds per epoch of training and of "
             "one validation pass, from history.csv (one torch thread per run, two runs at once on "
             "2 cores).\n"]
-    lines = ["| method | epochs | seeds | val top-1 | test top-1 | final train CE | gain over half "
+    lines = ["| method | epochs | seeds | val top-1 | test top-1 | last epoch's train top-1 | gain over half "
              "| plateau at half | train s / epoch | val s / epoch (images) |",
              "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in df.to_dict("records"):
         gain = "" if r["gain_over_half"] != r["gain_over_half"] else f"{r['gain_over_half']:+.1f}"
         plat = {True: "yes", False: "no"}.get(r["plateau_at_half"], "")
         lines.append(f"| {r['method']} | {r['epochs']} | {r['seeds']} | {r['val_top1']:.1f} | "
-                     f"{r['test_top1']:.1f} | {r['final_train_ce']:.3f} | {gain} | {plat} | "
+                     f"{r['test_top1']:.1f} | {r['final_train_top1']:.1f} | {gain} | {plat} | "
                      f"{r['train_s_per_epoch']:.0f} | {r['val_s_per_epoch']:.1f} ({r['n_val']}) |")
     return "\n".join(head + lines) + "\n"
 
