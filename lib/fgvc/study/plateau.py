@@ -110,9 +110,12 @@ def figure(hists: pd.DataFrame, title: str = ""):
                              squeeze=False)
     lengths = sorted(hists["length"].unique())
     styles = dict(zip(lengths, ["-", "--", ":", "-."]))
+    colours = {n: f"C{i}" for i, n in enumerate(lengths)}       # one colour per length
+    markers = dict(zip(sorted(hists["seed"].unique()), ".ox^sv"))
     for ax, m in zip(axes[0], methods):
         for (length, seed), h in hists[hists["method"] == m].groupby(["length", "seed"]):
-            ax.plot(h["epoch"], h["val_top1"], styles.get(length, "-"), marker=".", lw=1,
+            ax.plot(h["epoch"], h["val_top1"], styles.get(length, "-"), color=colours[length],
+                    marker=markers.get(seed, "."), ms=3, lw=1,
                     label=f"{length} epochs" + (f", s{seed}" if hists["seed"].nunique() > 1 else ""))
         ax.set_title(m, fontsize=9)
         ax.set_xlabel("epoch")
