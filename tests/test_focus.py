@@ -361,3 +361,10 @@ def test_without_warmup_the_weight_is_one_from_the_first_step():
     model.set_progress(0.0)
     assert model.branch_weight() == 1.0
 
+
+
+def test_branch_warmup_shorter_than_an_epoch_still_ramps():
+    """A warm-up of half an epoch ramps over that half (written for a surviving mutant)."""
+    model = _model(branch_warmup=0.5).train()
+    model.set_progress(0.25)
+    assert model.branch_weight() == pytest.approx(0.5)

@@ -619,3 +619,39 @@ def test_new_variants_keep_existing_ones():
     for name in ("pool_mean_bn", "branch_pool", "branch_pool_ma", "branch_full"):
         assert variants[name]["paper"] == {}
         create_method("ma_ea", 3, backbone="resnet18", input_size=64, **variants[name]["cfg"])
+
+
+def test_pool_branch_by_hand():
+    """gate * BN(Conv1x1(sum of the max-pools)) with a per-channel gate, a bias-free 1x1 conv
+    (BN follows it) and the fuse passed through (written for surviving mutants)."""
+    torch.manual_seed(0)
+    branch = PoolBranch(3, 5)
+    assert branch.pool.fuse == "sum" and PoolBranch(3, 5, fuse="mean").pool.fuse == "mean"
+    assert branch.proj.bias is None and branch.gate.shape == (1, 5, 1, 1)
+    with torch.no_grad():
+        branch.gate.copy_(torch.arange(1.0, 6.0).view(1, 5, 1, 1))
+    branch.eval()
+    x = torch.randn(2, 3, 8, 8)
+    expect = branch.gate * branch.bn(branch.proj(branch.pool(x)))
+    torch.testing.assert_close(branch(x), expect)
+    assert not torch.equal(branch(x), expect / branch.gate ** 2)   # a product, not a quotient
+
+
+def test_bn_recalibration_reads_at_most_its_batches_and_tolerates_none():
+    """calibrate draws BN_CALIBRATION_BATCHES batches and no more; an empty source is a no-op."""
+    from fgvc.methods.ma_ea import BN_CALIBRATION_BATCHES
+
+    model = _lite0(use_ma=False, use_ea=False, pool_mode="branch", bn_recalibrate=True)
+    drawn = []
+
+    def batches():
+        for _ in range(BN_CALIBRATION_BATCHES + 3):
+            drawn.append(1)
+            yield torch.rand(2, 3, 32, 32)
+
+    model.calibrate(batches())
+    assert len(drawn) == BN_CALIBRATION_BATCHES
+    model.calibrate(iter([]))      # nothing to read: returns without error
+    # a network without the pooling has no BN after it
+    assert _lite0(use_ma=False, use_ea=False, use_pool=False).recalibrated_norms(
+        torch.rand(2, 3, 32, 32)) == []

@@ -79,3 +79,21 @@ def test_backbone_weights_from_a_file_reach_the_method(tmp_path):
     assert model.backbone.pretrained and model.pretrained_parameters()
     torch.testing.assert_close(model.backbone.stem[0].weight, state["conv1.weight"])
     torch.testing.assert_close(model.backbone.stages[3][1].conv2.weight, state["layer4.1.conv2.weight"])
+
+
+# Method.features: what enters the classifier (fgvc.study.no_harm probes it)
+CELLS = [(m, v) for m in list_methods() for v in load_variants(m)]
+
+
+@pytest.mark.parametrize("method,variant", CELLS)
+def test_classifier_of_features_is_the_logits(method, variant):
+    """In eval mode classifier()(features(x)) == forward(x)["logits"], every method and variant."""
+    torch.manual_seed(0)
+    cfg = load_variants(method)[variant].get("cfg", {})
+    model = create_method(method, 5, backbone="resnet18", weights="none", input_size=64,
+                          **cfg).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        feats, logits = model.features(x), model(x)["logits"]
+        assert feats.shape[0] == 2 and feats.dim() == 2
+        torch.testing.assert_close(model.classifier()(feats), logits)

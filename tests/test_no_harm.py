@@ -62,24 +62,6 @@ def test_harms_rule():
     assert nh.harms(30.0, 31.8, tol=1.0) and not nh.harms(30.0, 31.8, tol=2.0)
 
 
-# ----------------------------------------------------------------------------- the hook
-CELLS = [(m, v) for m in list_methods() for v in load_variants(m)]
-
-
-@pytest.mark.parametrize("method,variant", CELLS)
-def test_classifier_of_features_is_the_logits(method, variant):
-    """In eval mode classifier()(features(x)) == forward(x)["logits"], every method and variant."""
-    torch.manual_seed(0)
-    cfg = load_variants(method)[variant].get("cfg", {})
-    model = create_method(method, 5, backbone="resnet18", weights="none", input_size=64,
-                          **cfg).eval()
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        feats, logits = model.features(x), model(x)["logits"]
-        assert feats.shape[0] == 2 and feats.dim() == 2
-        torch.testing.assert_close(model.classifier()(feats), logits)
-
-
 def test_focus_features_are_the_hybrid_feature_or_the_image_feature():
     torch.manual_seed(0)
     kw = dict(backbone="resnet18", weights="none", input_size=64, num_regions=2, num_hybrid=2)

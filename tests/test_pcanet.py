@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from fgvc.layers.coattention import co_attend, co_attention_weights, pair_weights
@@ -545,3 +546,18 @@ def test_new_variants_set_only_the_added_settings():
     for name in ("learned_att", "gap_control", "center_mean", "fixed"):
         assert v[name]["paper"] == {}
         _model(**v[name]["cfg"])       # builds
+
+
+def test_learned_attention_structure_and_one_pass_in_training():
+    """The learned maps: a bias-free 1x1 conv (BN follows), BN, ReLU; in training the maps are
+    computed once per image batch (their BN's running statistics move once without the erase
+    branch, which computes the erased images' maps), and the centre's update rule is the one
+    configured (written for surviving mutants)."""
+    model = _model(num_attention=4, attention="learned", center_update="mean", use_ae=False).train()
+    conv, bn, relu = model.attention
+    assert isinstance(conv, nn.Conv2d) and conv.bias is None
+    assert isinstance(bn, nn.BatchNorm2d) and isinstance(relu, nn.ReLU)
+    assert model.center.update_rule == "mean"
+    x, y = _batch()
+    model(x, y)
+    assert int(bn.num_batches_tracked) == 1
