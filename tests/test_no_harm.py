@@ -182,9 +182,12 @@ def test_transfer_ma_ea_pool_graft_harms_and_resnet_does_not():
 def test_transfer_next_new_choices_keep_the_probe_and_todays_graft_fails():
     """The fair transplant's settings (profile transfer_next, issue 29): ma_ea's pooling branch
     and pcanet's learned attention keep the probe within TOL of the baseline's on the same
-    images; today's graft (variant graft_full) still fails it, with the block-1 BN shift."""
-    df = nh.step0("transfer_next", methods=["ma_ea", "pcanet"], variants=["full", "graft_full"],
-                  images=320, log=lambda *_: None).set_index(["method", "variant"])
+    images; today's graft (variant graft_full) still fails it, with the block-1 BN shift.
+    focus's classifier input adds the features of crops chosen by its untrained localisation;
+    its backbone is the baseline's (the backbone probe equals the baseline's probe)."""
+    df = nh.step0("transfer_next", methods=["ma_ea", "pcanet", "focus"],
+                  variants=["full", "graft_full"], images=320,
+                  log=lambda *_: None).set_index(["method", "variant"])
     assert not df.loc[("ma_ea", "full"), "harms"]
     assert not df.loc[("pcanet", "full"), "harms"]
     assert df.loc[("ma_ea", "graft_full"), "harms"]

@@ -129,10 +129,16 @@ def test_a_dropped_in_method_file_is_everywhere(tmp_path):
 
 
 def _method_parametrized_tests(path: Path) -> int:
-    """How many tests in `path` are parametrized over list_methods() (one case each for toy)."""
+    """How many cases of the toy method (one variant, `full`) the tests in `path` parametrized
+    over list_methods() have: one per test, whether the decorator names list_methods() or a
+    module-level list built from it (e.g. every (method, variant) cell)."""
     tree = ast.parse(path.read_text())
+    built = {t.id for node in tree.body if isinstance(node, ast.Assign)
+             and "list_methods" in ast.unparse(node.value) for t in node.targets
+             if isinstance(t, ast.Name)}
     return sum(1 for node in tree.body if isinstance(node, ast.FunctionDef)
-               and any("list_methods" in ast.unparse(d) for d in node.decorator_list))
+               and any("list_methods" in ast.unparse(d) or any(n in ast.unparse(d) for n in built)
+                       for d in node.decorator_list))
 
 
 @pytest.mark.parametrize("body, cause", [
