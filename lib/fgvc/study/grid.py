@@ -460,12 +460,6 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if result["failed"] or result["stale"] else 0
 
 
-if __name__ == "__main__":
-    from fgvc.cli import run as run_cli
-
-    sys.exit(run_cli(main))
-
-
 def run_into(root: Path, specs: list, workers: int = 2, threads: int = 1) -> float:
     """Run `specs` with fgvc.study.grid into results root `root` (its own checkpoints folder too);
     the grid's wall seconds. fgvc.study.readings and fgvc.dev.fastpath_runs run their grids through this."""
@@ -478,3 +472,10 @@ def run_into(root: Path, specs: list, workers: int = 2, threads: int = 1) -> flo
     if result["failed"]:
         sys.exit(f"failed runs: {result['failed']}")
     return time.time() - t0
+
+
+if __name__ == "__main__":
+    from fgvc.cli import run as run_cli
+
+    sys.exit(run_cli(main))
+

@@ -167,9 +167,8 @@ def backfill(runs_root: Path, checkpoints: Path | None = None, log=None) -> list
     module's docstring); returns the run ids written."""
     import torch
 
-    from fgvc.engine import evaluate
     from fgvc.methods import method_class
-    from fgvc.study.run import load_trained, make_loaders
+    from fgvc.study.run import evaluate_best, load_trained, make_loaders
 
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     done = []
@@ -187,12 +186,7 @@ def backfill(runs_root: Path, checkpoints: Path | None = None, log=None) -> list
         if cl:
             model = model.to(memory_format=torch.channels_last)
         _, val_loader, test_loader = make_loaders(bundle, cfg, method_class(cfg["method"]).pair_mode)
-        dev = torch.device("cpu")
-        steps = cfg["train"]["max_steps"]
-        test = evaluate(model, test_loader, dev, amp=amp, channels_last=cl, max_steps=steps,
-                        predictions=True)
-        val = (evaluate(model, val_loader, dev, amp=amp, channels_last=cl, max_steps=steps,
-                        predictions=True) if val_loader is not None else {})
+        val, test = evaluate_best(model, val_loader, test_loader, torch.device("cpu"), cfg, amp, cl)
         if not math.isclose(test["top1"], r["test_top1"], abs_tol=1e-9):
             log(f"{cfg['run_id']}: recomputed test top-1 {test['top1']:.2f} != recorded "
                 f"{r['test_top1']:.2f}; not written")

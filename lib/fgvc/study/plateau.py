@@ -41,11 +41,8 @@ def load(roots: list[Path], profile: str, dataset: str = "synthbirds") -> tuple[
         r = r[(r["profile"] == profile) & (r["dataset"] == dataset) & (r["variant"] == "full")]
         if r.empty:
             continue
-        h = load_histories(r, root)
-        h["run_id"] = h.merge(r[["method", "seed", "overrides", "run_id"]], how="left",
-                              on=["method", "seed", "overrides"])["run_id"].values
         runs.append(r)
-        hists.append(h)
+        hists.append(load_histories(r, root))
     if not runs:
         return pd.DataFrame(), pd.DataFrame()
     runs = pd.concat(runs, ignore_index=True).drop_duplicates("run_id")
@@ -59,10 +56,11 @@ def table(runs: pd.DataFrame, hists: pd.DataFrame, tol: float = TOL) -> pd.DataF
     """One row per (method, length); `gain`: mean val top-1 at this length minus at half of it,
     over the seeds both have (NaN where the half length was not run)."""
     rows = []
-    per_epoch = hists.groupby("run_id").agg(
-        train_s=("train_seconds", "mean"),
-        val_s=("val_seconds", "mean") if "val_seconds" in hists else ("train_seconds", lambda _: np.nan),
-        final_top1=("train_top1", "last"))
+    if "val_seconds" not in hists:      # records from before history.csv timed validation
+        hists = hists.assign(val_seconds=np.nan)
+    per_epoch = hists.groupby("run_id").agg(train_s=("train_seconds", "mean"),
+                                            val_s=("val_seconds", "mean"),
+                                            final_top1=("train_top1", "last"))
     runs = runs.join(per_epoch, on="run_id")
     for (method, length), g in runs.groupby(["method", "length"], sort=False):
         half = runs[(runs["method"] == method) & (runs["length"] * 2 == length)]

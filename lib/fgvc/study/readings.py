@@ -41,8 +41,7 @@ READINGS = {
 
 
 def run(seeds: list[int]) -> None:
-    from fgvc.study.grid import run_into  # results and checkpoints in a root of their own
-    from fgvc.study.grid import plan
+    from fgvc.study.grid import plan, run_into  # run_into: results and checkpoints in a root of their own
 
     specs = [s for m, readings in READINGS.items() for _, settings in readings.values()
              for s in plan("transfer", methods=[m], variants=["full"], seeds=seeds, overrides=settings)]
@@ -100,8 +99,7 @@ NO_RAMP = READINGS["focus"]["no_warmup"][1]
 
 
 def focus_fix_run(seeds: list[int]) -> None:
-    from fgvc.study.grid import run_into
-    from fgvc.study.grid import plan
+    from fgvc.study.grid import plan, run_into
 
     specs = [s for m, settings in (("baseline", {}), ("focus", {}), ("focus", PREVIOUS))
              for s in plan("transfer", methods=[m], variants=["full"], seeds=seeds,

@@ -422,11 +422,11 @@ def claims_table(runs: pd.DataFrame, failures: dict[str, str] | None = None,
 
 def load_histories(runs: pd.DataFrame, root: str | Path | None = None) -> pd.DataFrame:
     """Every run's history.csv, long: the run's (profile, protocol, dataset, overrides, method,
-    variant, seed) and the history's columns (epoch, train_loss, train_top1, val_top1, ...;
+    variant, seed, run_id) and the history's columns (epoch, train_loss, train_top1, val_top1, ...;
     protocol "paper" runs have no val columns). Runs without a history are left out."""
     root = Path(root) if root else results_dir()
     if runs.empty:
-        return pd.DataFrame(columns=ARM + ["seed", "epoch"])
+        return pd.DataFrame(columns=ARM + ["seed", "run_id", "epoch"])
     runs = _prepare(runs)
     frames = []
     for _, r in runs.iterrows():
@@ -434,11 +434,11 @@ def load_histories(runs: pd.DataFrame, root: str | Path | None = None) -> pd.Dat
         if not path.is_file() or path.stat().st_size == 0:
             continue
         h = pd.read_csv(path)
-        for k in ARM + ["seed"]:
+        for k in ARM + ["seed", "run_id"]:
             h[k] = r[k]
         frames.append(h)
     if not frames:
-        return pd.DataFrame(columns=ARM + ["seed", "epoch"])
+        return pd.DataFrame(columns=ARM + ["seed", "run_id", "epoch"])
     return pd.concat(frames, ignore_index=True)
 
 

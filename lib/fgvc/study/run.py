@@ -311,15 +311,8 @@ def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None 
     # Test once, with the checkpoint selected on validation (protocol "val") or the final one.
     best = torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=True)
     load_model_state(core, best["model"])
-    steps = cfg["train"]["max_steps"]
-    shown = progress and rank == 0
-    val = (evaluate(model, val_loader, device, amp=amp, channels_last=channels_last,
-                    max_steps=steps, progress=shown, desc="validate (best)", leave=True,
-                    predictions=True)
-           if val_loader is not None else {"top1": None, "top5": None})
-    test = evaluate(model, test_loader, device, amp=amp, channels_last=channels_last, max_steps=steps,
-                    genus=bundle.genus_index, progress=shown, desc="test", leave=True,
-                    predictions=True)
+    val, test = evaluate_best(model, val_loader, test_loader, device, cfg, amp, channels_last,
+                              genus=bundle.genus_index, progress=progress and rank == 0)
     hist = state.history
     train_s = sum(h["train_seconds"] for h in hist)
     metrics = {
@@ -351,6 +344,20 @@ def run(cfg: dict | None = None, *, on_epoch: Callable[[FitState], None] | None 
         predictions.write(run_dir, cfg["config_hash"], {"test": test, "val": val})
         io.write_json(run_dir / "metrics.json", metrics)  # last: the run is complete
     return metrics
+
+
+def evaluate_best(model, val_loader, test_loader, device: torch.device, cfg: dict, amp: str,
+                  channels_last: bool, genus=None, progress: bool = False) -> tuple[dict, dict]:
+    """(val, test) results of the selected model, each with every image's prediction, as a
+    run tests it once at its end (fgvc.study.noise backfill recomputes them this way); val is
+    {"top1": None, "top5": None} without a validation split."""
+    steps = cfg["train"]["max_steps"]
+    kw = dict(amp=amp, channels_last=channels_last, max_steps=steps, progress=progress,
+              leave=True, predictions=True)
+    val = (evaluate(model, val_loader, device, desc="validate (best)", **kw)
+           if val_loader is not None else {"top1": None, "top5": None})
+    test = evaluate(model, test_loader, device, genus=genus, desc="test", **kw)
+    return val, test
 
 
 def load_trained(run_dir: str | Path, checkpoints: Path | None = None):

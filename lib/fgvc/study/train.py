@@ -148,8 +148,7 @@ def summary(metrics: dict, already: bool = False) -> list[str]:
             f"({metrics['train_images_per_s']:.0f} images/s, {metrics['world_size']} process(es)).",
             result,
             f"records: {where} (config.json, metrics.json, history.csv, predictions.json); "
-            f"checkpoints: "
-            f"{shown(checkpoints_dir() / rid)}/"]
+            f"checkpoints: {shown(checkpoints_dir() / rid)}/"]
 
 
 def main(argv: list[str] | None = None) -> int:
