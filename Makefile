@@ -14,7 +14,7 @@ export TQDM_DISABLE ?=
 # The maintainers' destination: the committed study (checkpoints in .checkpoints/, git-ignored).
 STUDY   := FGVC_RESULTS=$(CURDIR)/results
 
-.PHONY: help study study-new reproduction-report sweep ablations pipeline-check test mutate lab bench gpu-check report setup notebooks
+.PHONY: help study study-new study-cub30 reproduction-report sweep ablations pipeline-check test mutate lab bench gpu-check report setup notebooks
 .DEFAULT_GOAL := help
 
 ## List the targets (also what a bare `make` does).
@@ -46,6 +46,12 @@ study-new: $(STAMP)
 ## Maintainers: on a fresh clone, reproduce and commit results/reproduction.{md,csv}.
 reproduction-report: $(STAMP)
 	$(BIN)/python -m fgvc.study.reproduce --profile transfer --commit-report
+
+## Maintainers: the main comparison on CUB-30, the real-photo subset (every method's full, the profile's seeds) into results/; needs CUB30=<its folder>.
+study-cub30: $(STAMP)
+	@test -n "$(CUB30)" || { echo "make study-cub30: give the CUB-30 folder, CUB30=<folder> (make one from your CUB-200-2011: python -m fgvc.data cut cub30 --source <CUB_200_2011>)" >&2; exit 2; }
+	$(STUDY) $(BIN)/python -m fgvc.study.grid --profile transfer --grid real_photos --data-root $(CUB30)
+	$(BIN)/python -m fgvc.study.report --profile transfer --records results --write
 
 ## The lr sweep on validation that chose each method's lr (results/sweep/, not part of the study's time).
 sweep: $(STAMP)

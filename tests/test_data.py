@@ -210,9 +210,9 @@ def test_build_data_bundle(tmp_path):
 
 
 def test_unknown_dataset_lists_valid_names():
-    with pytest.raises(ValueError, match="aircraft, cars, cub, synthbirds"):
+    with pytest.raises(ValueError, match="aircraft, cars, cub, cub30, synthbirds"):
         build_data("imagenet", resize=8, crop=8)
-    assert set(DATASETS) == {"cub", "cars", "aircraft", "synthbirds"}
+    assert set(DATASETS) == {"cub", "cub30", "cars", "aircraft", "synthbirds"}
     assert fd.default_root("cub").name == "cub"
 
 

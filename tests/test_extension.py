@@ -72,17 +72,18 @@ DATASET = register_dataset(DatasetInfo(name="toyset", title="Toy Set 2000", load
 '''
 
 ORDERED_METHODS = ["baseline", "ma_ea", "lafe", "pcanet", "focus"]
-ORDERED_DATASETS = ["synthbirds", "cub", "cars", "aircraft"]
+ORDERED_DATASETS = ["synthbirds", "cub", "cub30", "cars", "aircraft"]
 
 
 def test_the_registries_give_todays_order_names_and_paper_columns():
     assert list_methods() == ORDERED_METHODS
     assert sorted(["focus", "nope", "baseline", "lafe"], key=method_rank) == ["baseline", "lafe", "focus", "nope"]
     assert list_datasets() == ORDERED_DATASETS == list(DATASETS)
-    assert [display_name(d) for d in list_datasets()] == ["SynthBirds", "CUB-200-2011", "Stanford Cars",
-                                                          "FGVC-Aircraft"]
+    assert [display_name(d) for d in list_datasets()] == ["SynthBirds", "CUB-200-2011", "CUB-30",
+                                                          "Stanford Cars", "FGVC-Aircraft"]
     assert display_name("elsewhere") == "elsewhere"            # a record of an unknown dataset
-    assert [paper_dataset(d) for d in list_datasets()] == ["cub", "cub", "cars", "aircraft"]
+    # CUB-30 stands beside no paper column: its own name, no paper numbers
+    assert [paper_dataset(d) for d in list_datasets()] == ["cub", "cub", "cub30", "cars", "aircraft"]
     assert paper_datasets() == ["cub", "cars", "aircraft"]
     assert [dataset_info(d).short for d in paper_datasets()] == ["CUB", "Cars", "Aircraft"]
     assert dataset_info("cub").manifest_key == "cub"
@@ -91,7 +92,7 @@ def test_the_registries_give_todays_order_names_and_paper_columns():
 def test_every_dataset_module_registers_its_own_dataset():
     assert set(data_registry.dataset_modules()) == set(list_datasets())
     assert data_registry.NOT_DATASETS.isdisjoint(data_registry.dataset_modules())
-    with pytest.raises(ValueError, match="unknown dataset 'imagenet'; valid names: aircraft, cars, cub, synthbirds"):
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'; valid names: aircraft, cars, cub, cub30, synthbirds"):
         dataset_info("imagenet")
 
 
@@ -148,7 +149,7 @@ def test_a_dropped_in_method_and_dataset_are_everywhere(tmp_path):
             return buf.getvalue()
 
         METHODS = "baseline,ma_ea,toy,lafe,pcanet,focus"
-        DATASETS = "synthbirds,toyset,cub,cars,aircraft"
+        DATASETS = "synthbirds,toyset,cub,cub30,cars,aircraft"
 
         # the registries, in the declared order
         from fgvc.methods import list_methods

@@ -25,6 +25,17 @@ def test_plan_lists_runs_and_skips_unknown_variants():
                                                               ("baseline", "full", 1)]
 
 
+def test_the_real_photo_grid_runs_every_full_on_cub30_from_the_given_folder(tmp_path):
+    specs = plan("transfer", grid="real_photos", data_root=str(tmp_path / "cub30"))
+    assert {(s.method, s.variant, s.dataset) for s in specs} == {
+        (m, "full", "cub30") for m in ("baseline", "ma_ea", "lafe", "pcanet", "focus")}
+    assert sorted({s.seed for s in specs}) == [0, 1, 2]              # the profile's seeds
+    cfg = specs[0].config()
+    assert cfg["data_root"] == str(tmp_path / "cub30") and cfg["run_id"] == "transfer-cub30-baseline-full-s0"
+    # the folder is where the data is, not what the run computes: same hash without it
+    assert cfg["config_hash"] == plan("transfer", grid="real_photos")[0].config()["config_hash"]
+
+
 def test_failure_is_recorded_others_go_on_and_rerun_redoes_only_failures(isolated_results):
     # 'cub' has no data in the test session: that run fails; the synthbirds run succeeds.
     specs = plan("scratch", methods=["baseline"], datasets=["cub", "synthbirds"], seeds=[0],

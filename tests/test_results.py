@@ -279,3 +279,69 @@ def test_a_claim_with_a_run_that_did_not_learn_is_not_tested(tmp_path, monkeypat
     assert claim["reason"] == ("training did not learn (final train top-1 <= 2 x chance): "
                                "alpha/full (1 of 3 seeds)")
     assert claim["diff_mean"] == pytest.approx(-54.0)     # the numbers are still shown
+
+
+def test_claims_report_the_minimum_detectable_difference_and_whether_the_paper_gain_was_within_it(fake):
+    claims = claims_table(load_runs(fake), load_failures(fake), methods=METHODS)
+    alpha = _row(claims, arm="alpha/full", against="baseline/full", protocol="val")
+    # paired differences 5, 4, 6: sd 1, n 3 -> (t(0.975, 2) + t(0.8, 2)) x 1 / sqrt(3)
+    want = (stats.t.ppf(0.975, 2) + stats.t.ppf(0.8, 2)) / math.sqrt(3)
+    assert alpha["mdd"] == pytest.approx(want)                       # 3.10
+    assert alpha["paper_gain"] == pytest.approx(3.0)                 # 88 - 85: below the mdd
+    assert alpha["paper_gain_detectable"] == "no"
+    no_a = _row(claims, arm="alpha/full", against="alpha/no_a", protocol="val")      # diffs -1, -2, -2: sd 0.577
+    assert no_a["mdd"] == pytest.approx(want * math.sqrt(1 / 3))     # 1.79
+    assert no_a["paper_gain"] == pytest.approx(2.0)                  # 88 - 86: at least the mdd
+    assert no_a["paper_gain_detectable"] == "yes"
+    one_seed = _row(claims, arm="alpha/full", against="alpha/no_c", protocol="val")
+    assert math.isnan(one_seed["mdd"]) and one_seed["paper_gain_detectable"] == ""
+    assert "mdd" in claims_markdown(claims) and "paper_gain_detectable" in claims_markdown(claims)
+    # no no-harm table given: the adaptation column is empty, no bootstrap without predictions
+    assert set(claims["adaptation"]) == {""}
+    assert claims["boot_low"].isna().all()
+
+
+def test_a_failed_adaptation_makes_its_claims_not_tested_and_keeps_their_numbers(fake):
+    """The no-harm table's backbone probe decides (fgvc.study.verdicts.adaptation_failures):
+    alpha's row no_a harms the backbone; alpha's full reads low only through its classifier
+    input (new modules untrained at step 0) with the backbone's probe at the baseline's."""
+    no_harm = pd.DataFrame([
+        {"method": "baseline", "variant": "full", "probe_top1": 35.0, "baseline_probe_top1": 35.0,
+         "backbone_probe_top1": 35.0},
+        {"method": "alpha", "variant": "full", "probe_top1": 28.0, "baseline_probe_top1": 35.0,
+         "backbone_probe_top1": 35.0},
+        {"method": "alpha", "variant": "no_a", "probe_top1": 13.0, "baseline_probe_top1": 35.0,
+         "backbone_probe_top1": 31.5}])
+    claims = claims_table(load_runs(fake), load_failures(fake), methods=METHODS, no_harm=no_harm)
+    no_a = _row(claims, arm="alpha/full", against="alpha/no_a", protocol="val")
+    assert no_a["verdict"] == "not tested"          # it was "contradicted" (CI below 0)
+    assert no_a["reason"] == ("the adaptation failed the no-harm check: alpha/no_a: backbone "
+                              "probe 31.5 % against the baseline's 35.0 % at step 0")
+    assert no_a["adaptation"].startswith("failed: alpha/no_a")
+    assert no_a["diff_mean"] == pytest.approx(-5 / 3)                  # still shown
+    alpha = _row(claims, arm="alpha/full", against="baseline/full", protocol="val")
+    assert (alpha["verdict"], alpha["adaptation"]) == ("supported", "ok")
+    # 3.5 points below is a harm, 3.0 is not (the tolerance); an older table without the
+    # backbone column is read by its feature probe
+    older = no_harm.drop(columns="backbone_probe_top1")
+    assert set(results.adaptation_failures(older)) == {("alpha", "full"), ("alpha", "no_a")}
+    at_tol = no_harm.assign(backbone_probe_top1=[35.0, 35.0, 32.0])
+    assert results.adaptation_failures(at_tol) == {}
+
+
+def test_claims_carry_a_paired_bootstrap_over_seeds_and_images_where_runs_have_predictions(fake):
+    runs = load_runs(fake)
+    rng = np.random.default_rng(0)
+    correct = {}
+    for (m, v, s) in zip(runs["method"], runs["variant"], runs["seed"]):
+        p = (0.7 if m == "alpha" else 0.5)
+        correct[(m, v, s)] = (rng.random(400) < p).astype(float)
+    runs["correct"] = [correct[k] for k in zip(runs["method"], runs["variant"], runs["seed"])]
+    claims = claims_table(runs, load_failures(fake), methods=METHODS)
+    alpha = _row(claims, arm="alpha/full", against="baseline/full", protocol="val")
+    pairs = [np.stack([correct[("alpha", "full", s)], correct[("baseline", "full", s)]], 1)
+             for s in (0, 1, 2)]
+    assert (alpha["boot_low"], alpha["boot_high"]) == pytest.approx(results.paired_bootstrap(pairs))
+    assert 10 < alpha["boot_low"] < 20 < alpha["boot_high"] < 30       # about +20 points
+    beta = _row(claims, arm="beta/full", protocol="val")                              # no common seed
+    assert math.isnan(beta["boot_low"])

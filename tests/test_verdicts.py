@@ -40,3 +40,15 @@ def test_an_arm_that_did_not_learn_is_not_tested_with_its_seeds_named():
 def test_not_learned_comes_before_the_seed_count():
     assert claim_verdict(1, NAN, NAN, not_learned=["a/full (1 of 1 seeds)"]).reason.startswith(
         "training did not learn")
+
+
+def test_a_failed_adaptation_is_not_tested_even_where_the_interval_lies_below_zero():
+    # the committed transfer study read ma_ea's graft as "contradicted" (CI below 0); with the
+    # no-harm check failed the verdict does not judge the paper on our transplant
+    why = "ma_ea/full: backbone probe 13.4 against the baseline's 35.0 at step 0"
+    v = claim_verdict(3, -40.0, -30.0, adaptation=why,
+                      not_learned=["ma_ea/full (1 of 3 seeds)"])
+    assert v == ("not tested", "the adaptation failed the no-harm check: " + why)
+    # an arm not run still comes first
+    assert claim_verdict(0, NAN, NAN, not_run="row not run: a/b", adaptation=why).reason == \
+        "row not run: a/b"

@@ -4,6 +4,8 @@
     python -m fgvc.data download NAME [--root R]           fetch + verify + extract (cub, aircraft);
                                                            for cars: says which files to place where
     python -m fgvc.data generate NAME [--root R] [--seed S]   a generated set (synthbirds)
+    python -m fgvc.data cut NAME --source S [--root R]    a subset cut from another dataset's
+                                                           files (cub30 from a CUB-200-2011)
     python -m fgvc.data prepare NAME --size S [--root R] [--out DIR] [--workers N]
                                                            cache every image resized to S x S
                                                            (S = the profile's data.resize)
@@ -27,6 +29,7 @@ from fgvc.data.download import ChecksumMismatch, check, download
 def main(argv: list[str] | None = None) -> int:
     names = list_datasets()
     generated = [n for n in names if dataset_info(n).generate is not None]
+    subsets = [n for n in names if dataset_info(n).cut is not None]
     parser = argparse.ArgumentParser(prog="python -m fgvc.data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name", choices=generated)
     p.add_argument("--root", type=Path)
     p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("cut", help="cut a subset dataset from another dataset's files")
+    p.add_argument("name", choices=subsets)
+    p.add_argument("--source", type=Path, required=True, help="the source dataset's root")
+    p.add_argument("--root", type=Path)
     # --- prepared-image cache (fgvc.data.prepare) ---
     p = sub.add_parser("prepare", help="store every image once, resized to SIZE x SIZE (uint8), "
                                        "so training does not decode full-size JPEGs every epoch")
@@ -72,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"prepared cache ready at {out}")
             return 0
         ds = dataset_info(args.name)
+        if args.command == "cut":
+            dest = ds.cut(args.source.expanduser(), root)
+            split = ds.load(dest)
+            print(f"{ds.title}: {len(split.train)} train / {len(split.test)} test images of "
+                  f"{split.num_classes} classes written to {dest}")
+            return 0
         print(f"{ds.title} (seed {args.seed}) ready at {ds.generate(root, seed=args.seed)}")
         return 0
     except (DatasetNotFound, ChecksumMismatch, ValueError) as e:

@@ -57,8 +57,9 @@ class DatasetInfo:
       making anything (``check``), default `load`; `place(root, info, log) -> Path`: replaces
       the archive download (Stanford Cars: no public source, says where to put the files);
       `notes(root, manifest) -> list[str]`: extra lines for ``check``; `generate(root, seed)`:
-      for a generated set, ``python -m fgvc.data generate``; `how_to_get`: said when a
-      dataset has no download.
+      for a generated set, ``python -m fgvc.data generate``; `cut(source, root) -> Path`: for a
+      subset of another dataset, ``python -m fgvc.data cut`` (CUB-30 from a user's CUB);
+      `how_to_get`: said when a dataset has no download.
     """
 
     name: str
@@ -73,6 +74,7 @@ class DatasetInfo:
     place: Callable[..., Path] | None = None
     notes: Callable[[Path, dict], list[str]] | None = None
     generate: Callable[..., Path] | None = None
+    cut: Callable[..., Path] | None = None
     how_to_get: str = "see data/README.md"
 
     @property

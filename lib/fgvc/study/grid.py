@@ -54,10 +54,11 @@ class RunSpec:
     seed: int
     profile: str
     overrides: tuple = ()   # sorted (key, value) pairs, hashable
+    data_root: str | None = None   # None: the dataset's default root (data/<name>)
 
     def config(self) -> dict:
         return resolve(self.method, self.variant, self.dataset, self.profile, self.seed,
-                       overrides=dict(self.overrides))
+                       data_root=self.data_root, overrides=dict(self.overrides))
 
 
 def _pick(value, every: list) -> list:
@@ -79,9 +80,11 @@ def grid_blocks(prof: dict, grid: str = "study") -> list[dict]:
 
 
 def plan(profile: str, methods=None, variants=None, datasets=None, seeds=None,
-         overrides: dict | None = None, grid: str = "study") -> list[RunSpec]:
+         overrides: dict | None = None, grid: str = "study",
+         data_root: str | None = None) -> list[RunSpec]:
     """The runs of a grid. Without arguments: the blocks of the profile's grid `grid` (see
-    `grid_blocks`); arguments narrow or replace them."""
+    `grid_blocks`); arguments narrow or replace them. `data_root`: where every run's dataset
+    lives (a grid of one dataset kept outside data/, e.g. CUB-30)."""
     prof = load_profile(profile)
     blocks = grid_blocks(prof, grid)
     over = tuple(sorted((overrides or {}).items()))
@@ -94,7 +97,7 @@ def plan(profile: str, methods=None, variants=None, datasets=None, seeds=None,
                 for d in _pick(datasets or block.get("datasets"), [prof["dataset"]]):
                     for s in _pick(seeds if seeds is not None else block.get("seeds"),
                                    prof["seeds"]):
-                        spec = RunSpec(m, v, d, int(s), profile, over)
+                        spec = RunSpec(m, v, d, int(s), profile, over, data_root)
                         if spec not in out:
                             out.append(spec)
     return out
@@ -416,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "the profile's dataset)")
     p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: the grid's, "
                                    "else the profile's seeds)")
+    p.add_argument("--data-root", help="the dataset's folder for every run (default: "
+                                       "data/<dataset>); recorded in each run's config")
     p.add_argument("--grid", default="study",
                    help="which of the profile's named grids (default: study)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
@@ -446,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         except json.JSONDecodeError:
             overrides[key] = val
     specs = plan(a.profile, _list(a.methods), _list(a.variants), _list(a.datasets),
-                 _list(a.seeds, int), overrides, grid=a.grid)
+                 _list(a.seeds, int), overrides, grid=a.grid, data_root=a.data_root)
     prof = load_profile(a.profile)
     workers = a.workers or prof.get("grid_workers", 1)
     if a.plan:

@@ -49,10 +49,11 @@ from fgvc.paths import SCRATCH, portable
 from fgvc.study.config import load_variants, resolve
 from fgvc.study.grid import plan
 from fgvc.study.run import REPLACED, build_data_for, load_trained
+from fgvc.study.verdicts import NO_HARM_TOL
 
 DEFAULT_OUT = SCRATCH / "no_harm"  # the maintainers' copy: results/readings/no_harm/
 LAMBDAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)   # L2 strengths the cross-validation chooses from
-TOL = 3.0                                  # points of probe top-1 below the baseline's = harm
+TOL = NO_HARM_TOL                          # points of probe top-1 below the baseline's = harm
 
 
 # ----------------------------------------------------------------------------- the probe

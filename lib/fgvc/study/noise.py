@@ -38,9 +38,10 @@ import pandas as pd
 
 from fgvc.paths import SCRATCH, portable
 from fgvc.study import predictions, stats
-from fgvc.study.results import load_runs
+from fgvc.study.results import attach_correct, load_runs
+from fgvc.study.stats import paired_bootstrap
 
-BOOT = 2000                         # bootstrap draws
+BOOT = stats.BOOT                   # bootstrap draws
 ARM = ["dataset", "profile", "method", "variant", "overrides"]
 DEFAULT_OUT = SCRATCH / "noise"
 
@@ -56,22 +57,6 @@ def bootstrap_var(correct: np.ndarray, draws: int = BOOT, seed: int = 0) -> floa
     return float((100.0 * v[idx].mean(1)).var(ddof=1))
 
 
-def paired_bootstrap(pairs: list[np.ndarray], draws: int = BOOT, seed: int = 0,
-                     confidence: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of the mean per-seed difference (points), resampling the seeds
-    with replacement and then the images of each drawn seed. `pairs`: per seed an (n, 2)
-    array of correct (method, baseline) on the same images."""
-    rng = np.random.default_rng(seed)
-    diffs = [p[:, 0] - p[:, 1] for p in pairs]
-    out = np.empty(draws)
-    for b in range(draws):
-        picks = rng.integers(0, len(diffs), size=len(diffs))
-        out[b] = np.mean([100.0 * diffs[i][rng.integers(0, len(diffs[i]), len(diffs[i]))].mean()
-                          for i in picks])
-    lo, hi = np.quantile(out, [(1 - confidence) / 2, (1 + confidence) / 2])
-    return float(lo), float(hi)
-
-
 def _parts(values: list[float], eval_vars: list[float]) -> dict:
     sd = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
     sd_eval = math.sqrt(float(np.mean(eval_vars)))
@@ -80,17 +65,11 @@ def _parts(values: list[float], eval_vars: list[float]) -> dict:
 
 
 def _load(roots: list[Path], split: str) -> pd.DataFrame:
-    frames = []
-    for root in roots:
-        runs = load_runs(root)
-        if runs.empty:
-            continue
-        runs["path"] = [str(Path(root) / d) for d in runs["run_dir"]]
-        frames.append(runs)
+    frames = [attach_correct(runs, root, split) for root in roots
+              if not (runs := load_runs(root)).empty]
     if not frames:
         return pd.DataFrame()
     runs = pd.concat(frames, ignore_index=True)
-    runs["correct"] = [predictions.correct(p, split) for p in runs["path"]]
     return runs[runs["correct"].notna()].reset_index(drop=True)
 
 

@@ -26,8 +26,9 @@ from fgvc.data.registry import DATASETS, display_name, paper_dataset, paper_data
 from fgvc.methods import method_rank
 from fgvc.study.config import load_variants
 from fgvc.paths import CONFIGS, results_dir
-from fgvc.study.stats import paired_difference, t_interval
-from fgvc.study.verdicts import claim_verdict
+from fgvc.study import predictions
+from fgvc.study.stats import mdd, paired_bootstrap, paired_difference, t_interval
+from fgvc.study.verdicts import adaptation_failures, claim_verdict
 
 # Names and order of datasets and methods come from their registries (fgvc.data.registry:
 # display_name, paper_dataset; fgvc.methods: list_methods, method_rank), never from a list here.
@@ -89,6 +90,21 @@ def load_runs(root: str | Path | None = None) -> pd.DataFrame:
         # optimisation setting (e.g. a diverged lr), not the method. Its claims are "not tested".
         runs["learned"] = ~did_not_learn(runs["final_train_top1"], runs.get("num_classes", np.nan))
     return runs
+
+
+def attach_correct(runs: pd.DataFrame, root: str | Path, split: str = "test") -> pd.DataFrame:
+    """`runs` (:func:`load_runs` of `root`) with a column `correct`: per run, 1.0 / 0.0 per
+    image of `split` from its predictions.json (None where the run recorded none)."""
+    runs = runs.copy()
+    runs["correct"] = [predictions.correct(Path(root) / d, split) for d in runs["run_dir"]]
+    return runs
+
+
+def load_no_harm(root: str | Path | None = None) -> pd.DataFrame | None:
+    """The study's no-harm table, `<root>/tables/no_harm.csv` (python -m fgvc.study.no_harm
+    --out <root>/tables), or None where the records have none."""
+    path = Path(root or results_dir()) / "tables" / "no_harm.csv"
+    return pd.read_csv(path) if path.is_file() else None
 
 
 def final_train_top1(run_dir: Path) -> float | None:
@@ -238,7 +254,7 @@ def _typed(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     df = df.reindex(columns=columns)
     text = {"profile", "protocol", "dataset", "overrides", "method", "variant", "metric",
             "paper_dataset", "ref", "paper_ref_source", "paper_source", "claim", "kind", "arm",
-            "against", "verdict", "reason", "component"}
+            "against", "verdict", "reason", "component", "paper_gain_detectable", "adaptation"}
     for c in df.columns:
         if c in text:
             df[c] = df[c].astype(object)
@@ -297,7 +313,8 @@ def arm_table(runs: pd.DataFrame, metric: str = "test_top1",
 CLAIM_COLUMNS = GROUP + ["method", "kind", "claim", "arm", "against", "paper_dataset",
                          "paper_arm", "paper_against", "paper_gain", "paper_source",
                          "diff_mean", "diff_std", "ci_low", "ci_high", "half_width", "n_pairs",
-                         "n_arm", "n_against", "verdict", "reason"]
+                         "n_arm", "n_against", "mdd", "paper_gain_detectable", "boot_low",
+                         "boot_high", "adaptation", "verdict", "reason"]
 
 
 def _variants_methods() -> list[str]:
@@ -360,9 +377,33 @@ def _claim(method: str, variant: str, pds: str) -> dict:
             "paper_source": source}
 
 
+def detectable(paper_gain: float, min_detectable: float) -> str:
+    """Whether a paper's gain (points) was detectable here: "yes" where its size is at least
+    the minimum detectable difference, "no" where it is below, "" where either is unknown."""
+    if math.isnan(paper_gain) or math.isnan(min_detectable):
+        return ""
+    return "yes" if abs(paper_gain) >= min_detectable else "no"
+
+
+def _bootstrap_cols(a: pd.DataFrame | None, b: pd.DataFrame | None,
+                    confidence: float) -> tuple[float, float]:
+    """Paired bootstrap interval over seeds and images (fgvc.study.stats.paired_bootstrap) of
+    arm `a` - arm `b` from their runs' `correct` columns; NaN unless both arms have per-image
+    predictions of the same images on at least two common seeds."""
+    nan = (math.nan, math.nan)
+    if a is None or b is None or "correct" not in a or "correct" not in b:
+        return nan
+    ca = {int(s): c for s, c in zip(a["seed"], a["correct"]) if c is not None}
+    cb = {int(s): c for s, c in zip(b["seed"], b["correct"]) if c is not None}
+    common = sorted(set(ca) & set(cb))
+    if len(common) < 2 or any(len(ca[s]) != len(cb[s]) for s in common):
+        return nan
+    return paired_bootstrap([np.stack([ca[s], cb[s]], 1) for s in common], confidence=confidence)
+
+
 def claims_table(runs: pd.DataFrame, failures: dict[str, str] | None = None,
                  methods: list[str] | None = None, metric: str = "test_top1",
-                 confidence: float = CONFIDENCE) -> pd.DataFrame:
+                 confidence: float = CONFIDENCE, no_harm: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every claim the study can test, per (profile, protocol, dataset, overrides) of `runs`:
 
     * kind ``beats baseline``: a method's `full` beats the baseline's `full`;
@@ -371,25 +412,34 @@ def claims_table(runs: pd.DataFrame, failures: dict[str, str] | None = None,
       diff = full - row, paper_gain = the paper's full - the paper's row. A row without
       paper numbers (a diagnostic row of ours) gives kind ``beats diagnostic row``.
 
-    diff_* is paired by seed (common seeds only), with a t interval. verdict and reason:
+    diff_* is paired by seed (common seeds only), with a t interval. mdd: the minimum detectable
+    difference of that paired t-test (alpha 0.05, power 0.8; fgvc.study.stats.mdd) at the
+    claim's seeds and measured sd; paper_gain_detectable (:func:`detectable`): whether the
+    paper's own gain is at least the mdd. boot_low / boot_high: a paired bootstrap over seeds
+    and images where `runs` has per-image predictions (a `correct` column,
+    :func:`attach_correct`). adaptation: "ok", or "failed: <why>" where `no_harm` (the study's
+    no-harm table, :func:`load_no_harm`) says an arm's transplant harmed the backbone
+    (fgvc.study.verdicts.adaptation_failures); "" without a table. verdict and reason:
     :func:`fgvc.study.verdicts.claim_verdict` (``supported``, ``contradicted``, ``not
     distinguishable``, or ``not tested`` with the reason: one seed only, no common seeds, row
-    not run, a component with no place on the backbone, from results/failures.json; a run of
-    either arm that did not learn: final train top-1 <= 2 x chance, column `learned` of
-    :func:`load_runs`).
+    not run, a component with no place on the backbone, from results/failures.json; a failed
+    adaptation; a run of either arm that did not learn: final train top-1 <= 2 x chance,
+    column `learned` of :func:`load_runs`).
     `methods`: default, every method with a variants file plus any other in `runs`.
     """
     runs = _prepare(runs) if not runs.empty else runs
     if runs.empty or metric not in runs:
         return _typed(pd.DataFrame(columns=CLAIM_COLUMNS), CLAIM_COLUMNS)
     failures = failures or {}
+    failed = adaptation_failures(no_harm) if no_harm is not None else None
     if methods is None:
         methods = _variants_methods()
         methods += sorted(set(runs["method"]) - set(methods), key=_method_rank)
     rows = []
     for gkey, g in runs.groupby(GROUP, sort=True, dropna=False):
         group = dict(zip(GROUP, gkey))
-        seeds = {(m, v): _by_seed(a, metric) for (m, v), a in g.groupby(["method", "variant"])}
+        arm_runs = {(m, v): a for (m, v), a in g.groupby(["method", "variant"])}
+        seeds = {k: _by_seed(a, metric) for k, a in arm_runs.items()}
         not_learned = ({(m, v): int((~a["learned"].astype(bool)).sum())
                         for (m, v), a in g.groupby(["method", "variant"])}
                        if "learned" in g else {})
@@ -407,13 +457,20 @@ def claims_table(runs: pd.DataFrame, failures: dict[str, str] | None = None,
                            diff_std=pc["diff_std"], ci_low=pc["diff_ci_low"],
                            ci_high=pc["diff_ci_high"], half_width=pc["diff_half_width"],
                            n_pairs=pc["n_pairs"])
+                row["mdd"] = mdd(pc["diff_std"], pc["n_pairs"])
+                row["paper_gain_detectable"] = detectable(row["paper_gain"], row["mdd"])
+                row["boot_low"], row["boot_high"] = _bootstrap_cols(
+                    arm_runs.get(arm), arm_runs.get(against), confidence)
+                bad = [failed[x] for x in (arm, against) if failed and x in failed]
+                row["adaptation"] = ("" if failed is None else
+                                     "failed: " + "; ".join(bad) if bad else "ok")
                 missing = [x for x in (arm, against) if not seeds.get(x)]
                 unlearned = [f"{m}/{v} ({n} of {len(seeds.get((m, v), {}))} seeds)"
                              for m, v in (arm, against) if (n := not_learned.get((m, v), 0))]
                 row.update(claim_verdict(
                     pc["n_pairs"], pc["diff_ci_low"], pc["diff_ci_high"],
                     not_run=_not_run_reason(failures, group, missing) if missing else "",
-                    not_learned=unlearned)._asdict())
+                    adaptation="; ".join(bad), not_learned=unlearned)._asdict())
                 rows.append(row)
     return _typed(pd.DataFrame(rows, columns=CLAIM_COLUMNS), CLAIM_COLUMNS)
 
@@ -495,7 +552,7 @@ def accuracy_markdown(arms: pd.DataFrame, title: str = "Test top-1 (%) over seed
 
 
 CLAIM_MD = ["dataset", "claim", "paper_gain", "diff_mean", "ci_low", "ci_high", "half_width",
-            "n_pairs", "verdict", "reason"]
+            "n_pairs", "mdd", "paper_gain_detectable", "verdict", "reason"]
 
 
 def claims_markdown(claims: pd.DataFrame) -> str:
@@ -504,9 +561,13 @@ def claims_markdown(claims: pd.DataFrame) -> str:
            "Each method's `full` against the baseline's `full`, and each ablation row's component "
            "(`full` minus the row: the component the row removes should help). `paper_gain`: the "
            "paper's own gain (CUB's numbers on SynthBirds); `diff_mean`: ours, test top-1 points. "
-           + CI_NOTE + " Verdict: `supported` (CI above 0), `contradicted` (CI below 0), `not "
-           "distinguishable` (CI holds 0), `not tested` (reason given). Written by the report "
-           "from the run records.\n"]
+           + CI_NOTE + " `mdd`: the minimum detectable difference of that paired t-test (two-sided, "
+           "alpha 0.05, power 0.8: (t(0.975, n-1) + t(0.8, n-1)) x sd / sqrt(n)); "
+           "`paper_gain_detectable`: whether the paper's gain is at least the mdd (\"no\": a "
+           "verdict of `not distinguishable` cannot refute it). Verdict: `supported` (CI above "
+           "0), `contradicted` (CI below 0), `not distinguishable` (CI holds 0), `not tested` "
+           "(reason given: an arm not run, an adaptation that failed the no-harm check, a run "
+           "that did not learn, too few seeds). Written by the report from the run records.\n"]
     if claims.empty:
         return "\n".join(out + ["No complete runs.\n"])
     for group, g in _sections(claims, ["profile", "protocol", "overrides"]):

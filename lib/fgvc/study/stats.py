@@ -12,7 +12,10 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Mapping, Sequence
 
+import numpy as np
 from scipy import stats
+
+BOOT = 2000   # bootstrap draws
 
 
 @dataclass(frozen=True)
@@ -78,3 +81,19 @@ def seeds_to_detect(std: float, delta: float, alpha: float = 0.05, power: float 
     """The fewest seeds (>= 2) whose minimum detectable difference (:func:`mdd`) is at most
     `delta` points for a per-seed standard deviation `std`; None beyond `most`."""
     return next((n for n in range(2, most + 1) if mdd(std, n, alpha, power) <= delta), None)
+
+
+def paired_bootstrap(pairs: list[np.ndarray], draws: int = BOOT, seed: int = 0,
+                     confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the mean per-seed difference (points), resampling the seeds
+    with replacement and then the images of each drawn seed. `pairs`: per seed an (n, 2)
+    array of correct (method, baseline) on the same images."""
+    rng = np.random.default_rng(seed)
+    diffs = [p[:, 0] - p[:, 1] for p in pairs]
+    out = np.empty(draws)
+    for b in range(draws):
+        picks = rng.integers(0, len(diffs), size=len(diffs))
+        out[b] = np.mean([100.0 * diffs[i][rng.integers(0, len(diffs[i]), len(diffs[i]))].mean()
+                          for i in picks])
+    lo, hi = np.quantile(out, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(lo), float(hi)
