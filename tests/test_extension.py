@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fgvc.data import registry as data_registry
-from fgvc.data.registry import (DATASETS, DatasetInfo, dataset_info, display_name, list_datasets, paper_dataset,
+from fgvc.data.registry import (DATASETS, DatasetInfo, claims_dataset, dataset_info, display_name, list_datasets, paper_dataset,
                                 paper_datasets, register_dataset)
 from fgvc.methods import list_methods, method_rank
 from fgvc.methods import registry as method_registry
@@ -85,6 +85,7 @@ def test_the_registries_give_todays_order_names_and_paper_columns():
     # CUB-30 stands beside no paper column: its own name, no paper numbers
     assert [paper_dataset(d) for d in list_datasets()] == ["cub", "cub", "cub30", "cars", "aircraft"]
     assert paper_datasets() == ["cub", "cars", "aircraft"]
+    assert [claims_dataset(d) for d in list_datasets()] == ["cub", "cub", "cub", "cars", "aircraft"]
     assert [dataset_info(d).short for d in paper_datasets()] == ["CUB", "Cars", "Aircraft"]
     assert dataset_info("cub").manifest_key == "cub"
 

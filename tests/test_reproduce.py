@@ -66,6 +66,17 @@ def test_changed_claim_verdicts_are_listed(tmp_path):
                                                                         "contradicted"]]
 
 
+def test_claims_of_a_dataset_the_rerun_lacks_are_not_counted_as_changed(tmp_path):
+    """CUB-30's runs need data a clone does not have: the rerun has SynthBirds' claims only."""
+    csv = tmp_path / "claims.csv"
+    pd.DataFrame({"dataset": ["synthbirds", "cub30"], "claim": ["a", "a"],
+                  "verdict": ["supported", "supported"]}).to_csv(csv, index=False)
+    same = pd.DataFrame({"dataset": ["synthbirds"], "claim": ["a"], "verdict": ["supported"]})
+    assert rp.compare_claims(csv, same).empty
+    other = same.assign(verdict="contradicted")
+    assert rp.compare_claims(csv, other)["dataset"].tolist() == ["synthbirds"]
+
+
 def test_a_clone_reproduces_its_committed_runs_exactly_and_touches_nothing_committed(tmp_path, monkeypatch):
     committed, root = tmp_path / "results", tmp_path / "repro"
     monkeypatch.setenv("FGVC_RESULTS", str(committed))

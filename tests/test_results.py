@@ -47,16 +47,16 @@ def t_ci(values):
 
 
 def write_run(root, method, variant, seed, top1, profile="t", protocol="val", history=True,
-              extra=None, overrides=None):
-    rid = f"{profile}-synthbirds-{method}-{variant}-s{seed}" + ("-abcdef" if overrides else "")
+              extra=None, overrides=None, dataset="synthbirds"):
+    rid = f"{profile}-{dataset}-{method}-{variant}-s{seed}" + ("-abcdef" if overrides else "")
     d = root / "runs" / rid
     d.mkdir(parents=True)
-    cfg = {"method": method, "variant": variant, "dataset": "synthbirds", "profile": profile,
+    cfg = {"method": method, "variant": variant, "dataset": dataset, "profile": profile,
            "seed": seed, "overrides": overrides or {}, "run_id": rid,
            "model": {"backbone": "resnet18"}, "data": {"crop": 64}, "train": {"epochs": 3}}
     if protocol is not None:   # None: an older record without the key
         cfg["protocol"] = protocol
-    metrics = {"method": method, "variant": variant, "dataset": "synthbirds", "profile": profile,
+    metrics = {"method": method, "variant": variant, "dataset": dataset, "profile": profile,
                "seed": seed, "run_id": rid, "test_top1": top1, **(extra or {})}
     (d / "config.json").write_text(json.dumps(cfg))
     (d / "metrics.json").write_text(json.dumps(metrics))
@@ -345,3 +345,17 @@ def test_claims_carry_a_paired_bootstrap_over_seeds_and_images_where_runs_have_p
     assert 10 < alpha["boot_low"] < 20 < alpha["boot_high"] < 30       # about +20 points
     beta = _row(claims, arm="beta/full", protocol="val")                              # no common seed
     assert math.isnan(beta["boot_low"])
+
+
+def test_cub30_shows_no_paper_numbers_beside_its_accuracy_and_tests_cubs_claimed_gains(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "load_variants", lambda m: VARIANTS.get(m, {"full": {"cfg": {}}}))
+    root = tmp_path / "results"
+    for method, by_seed in (("baseline", {0: 60.0, 1: 62.0}), ("alpha", {0: 65.0, 1: 66.0})):
+        for seed, top1 in by_seed.items():
+            write_run(root, method, "full", seed, top1, dataset="cub30")
+    runs = load_runs(root)
+    arms = arm_table(runs)
+    assert arms["paper"].isna().all() and set(arms["paper_dataset"]) == {"cub30"}
+    claim = _row(claims_table(runs, methods=["baseline", "alpha"]), arm="alpha/full",
+                 against="baseline/full")
+    assert claim["paper_dataset"] == "cub" and claim["paper_gain"] == pytest.approx(3.0)

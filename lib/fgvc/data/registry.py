@@ -50,6 +50,8 @@ class DatasetInfo:
     - `paper`: the dataset whose column of the papers' tables stands beside ours ("cub" for
       SynthBirds); "" = none (no paper reports on it). `short`: how the papers' tables and
       the variants' notes name it ("CUB"), for datasets that are a paper column.
+    - `claims`: the paper dataset whose claimed gains the claims table tests on it, where it
+      stands beside no paper column (CUB-30, a subset of CUB: "cub"); "" = `paper`.
     - `order`: display order (ties by name).
     - `manifest`: its key in manifest.json ("" = the name).
     - `root(options) -> Path`: default root when it is not ``data/<name>`` (SynthBirds: one
@@ -67,6 +69,7 @@ class DatasetInfo:
     load: Callable[..., Split]
     paper: str = ""
     short: str = ""
+    claims: str = ""
     order: int = 1000
     manifest: str = ""
     root: Callable[[dict | None], Path] | None = None
@@ -145,6 +148,15 @@ def paper_dataset(name: str) -> str:
     _load_all()
     info = _DATASETS.get(name)
     return (info.paper if info is not None and info.paper else name)
+
+
+def claims_dataset(name: str) -> str:
+    """The paper dataset whose claimed gains are tested on `name`: its declared `claims`, else
+    :func:`paper_dataset` (CUB's for SynthBirds and for CUB-30, whose own tables show no
+    paper numbers)."""
+    _load_all()
+    info = _DATASETS.get(name)
+    return info.claims if info is not None and info.claims else paper_dataset(name)
 
 
 def paper_datasets() -> list[str]:

@@ -82,10 +82,13 @@ def compare(committed: dict, rerun: dict, same_images: bool | None = None) -> di
 
 def compare_claims(committed_csv: Path, rerun: pd.DataFrame) -> pd.DataFrame:
     """The claims whose verdict changed (empty: none), keyed by profile, protocol, dataset,
-    overrides and claim (those of them both tables have)."""
+    overrides and claim (those of them both tables have), on the datasets the rerun holds (the
+    committed table also has CUB-30's claims, whose runs need data a clone lacks)."""
     if not committed_csv.is_file() or rerun.empty:
         return pd.DataFrame(columns=["dataset", "claim", "committed", "rerun"])
     old = pd.read_csv(committed_csv)
+    if "dataset" in old and "dataset" in rerun:
+        old = old[old["dataset"].isin(set(rerun["dataset"]))]
     key = [k for k in ("profile", "protocol", "dataset", "overrides", "claim")
            if k in old and k in rerun]
     old, new = old.set_index(key)["verdict"], rerun.set_index(key)["verdict"]
@@ -131,7 +134,7 @@ def reproduce(profile: str = "transfer", grid: str = "study", root: Path = DEFAU
     """Retrain the grid into `root`, compare with `committed` (default: the committed study,
     results/), write the report.
     `overrides` and `narrow` (methods, variants, seeds) narrow the grid, as in fgvc.study.grid."""
-    from fgvc.study.results import claims_table, load_failures, load_runs
+    from fgvc.study.results import claims_table, load_failures, load_no_harm, load_runs
 
     committed = committed or STUDY
     root = Path(root)
@@ -158,8 +161,15 @@ def reproduce(profile: str = "transfer", grid: str = "study", root: Path = DEFAU
     if table.empty:
         print("reproduce: nothing to compare; " + ", ".join(missing))
         return table
+    # the no-harm table is measured at step 0 from the pretrained weights, not trained: the
+    # committed one is the rerun's input to its claims' adaptation status, as it was the study's
+    no_harm = committed / "tables" / "no_harm.csv"
+    if no_harm.is_file():
+        (root / "tables").mkdir(parents=True, exist_ok=True)
+        shutil.copy(no_harm, root / "tables" / "no_harm.csv")
     changed = compare_claims(committed / "tables" / "claims.csv",
-                             claims_table(load_runs(root), load_failures(root)))
+                             claims_table(load_runs(root), load_failures(root),
+                                          no_harm=load_no_harm(root)))
     line = summary_line(table, changed)
     if missing:
         line += "; not compared: " + ", ".join(missing)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fgvc.data.registry import DATASETS, display_name, paper_dataset, paper_datasets
+from fgvc.data.registry import DATASETS, claims_dataset, display_name, paper_dataset, paper_datasets
 from fgvc.methods import method_rank
 from fgvc.study.config import load_variants
 from fgvc.paths import CONFIGS, results_dir
@@ -443,7 +443,7 @@ def claims_table(runs: pd.DataFrame, failures: dict[str, str] | None = None,
         not_learned = ({(m, v): int((~a["learned"].astype(bool)).sum())
                         for (m, v), a in g.groupby(["method", "variant"])}
                        if "learned" in g else {})
-        pds = paper_dataset(group["dataset"])
+        pds = claims_dataset(group["dataset"])
         for method in methods:
             for variant in _claims_of(method):
                 c = _claim(method, variant, pds)
