@@ -189,3 +189,30 @@ def make_tar(src: Path, tar_path: Path, arcname: str | None = None) -> Path:
     with tarfile.open(tar_path, "w:gz") as tar:
         tar.add(src, arcname=arcname or Path(src).name)
     return tar_path
+
+
+def write_run_record(root: Path, method: str, seed: int, *, variant: str = "full",
+                     dataset: str = "synthbirds", profile: str = "p", run_id: str | None = None,
+                     overrides: dict | None = None, epochs: int = 1, protocol: str | None = "val",
+                     metrics: dict | None = None, history=None, backbone: str = "b",
+                     crop: int = 8) -> Path:
+    """A finished run's record (config.json, metrics.json, history.csv if `history`, a
+    DataFrame) under `root`/runs/<run id>, as fgvc.study.results.load_runs reads it: the run id
+    `<profile>-<dataset>-<method>-<variant>-s<seed>` unless given, its config hash the run id.
+    protocol None: an older record without the key. Returns the run's folder."""
+    import json
+
+    rid = run_id or f"{profile}-{dataset}-{method}-{variant}-s{seed}"
+    d = Path(root) / "runs" / rid
+    d.mkdir(parents=True, exist_ok=True)
+    ident = {"run_id": rid, "config_hash": rid, "method": method, "variant": variant,
+             "dataset": dataset, "profile": profile, "seed": seed}
+    cfg = {**ident, "overrides": overrides or {}, "model": {"backbone": backbone},
+           "data": {"crop": crop}, "train": {"epochs": epochs}}
+    if protocol is not None:
+        cfg["protocol"] = protocol
+    (d / "config.json").write_text(json.dumps(cfg))
+    (d / "metrics.json").write_text(json.dumps({**ident, **(metrics or {})}))
+    if history is not None:
+        history.to_csv(d / "history.csv", index=False)
+    return d

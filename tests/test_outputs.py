@@ -10,6 +10,7 @@ from fgvc import paths
 from fgvc.paths import NOTEBOOKS, ROOT, SCRATCH, STUDY
 from fgvc.study import grid
 from fgvc.study.notebook import KERNELSPEC, normalise
+from fgvc.study import report
 from fgvc.study.report import Outputs, grid_gaps
 from fgvc.study.results import load_runs
 
@@ -71,6 +72,26 @@ def test_a_report_writes_only_a_complete_grid_and_says_what_it_replaced(tmp_path
     assert out.done == [("tables/same.md", "unchanged"), ("tables/old.md", "replaced"),
                         ("tables/new.md", "new")]
     assert "replaced  tables/old.md" in out.summary()
+
+
+def test_each_other_dataset_of_the_profile_gets_its_own_gallery_notebook(tmp_path, monkeypatch):
+    from fixtures import write_run_record
+
+    for ds, profile in (("synthbirds", "transfer"), ("cub30", "transfer"), ("cub", "scratch")):
+        write_run_record(tmp_path, "baseline", 0, dataset=ds, profile=profile)
+    assert report.other_datasets(tmp_path, "transfer") == ["cub30"]   # not the profile's own
+    ran = []
+    monkeypatch.setattr(report, "execute", lambda src, dst, parameters, cwd: ran.append(
+        (src.name, dst.name, parameters.get("dataset", ""))))
+    monkeypatch.setattr(report, "normalise", lambda path: None)
+    monkeypatch.setattr(report, "results_dir", lambda: tmp_path / "scratch")
+    report.build("transfer", ["30_report.ipynb", "20_gradcam.ipynb"], tmp_path)
+    assert ran == [("30_report.ipynb", "30_report.ipynb", ""),
+                   ("20_gradcam.ipynb", "20_gradcam.ipynb", ""),
+                   ("20_gradcam.ipynb", "20_gradcam_cub30.ipynb", "cub30")]
+    ran.clear()
+    report.build("transfer", ["30_report.ipynb"], tmp_path)            # no gallery asked: none
+    assert [r[1] for r in ran] == ["30_report.ipynb"]
 
 
 # the notebooks and the executed reports JupyterLab shows (make lab: the whole repository)

@@ -8,24 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fgvc import io
 from fgvc.study import plateau
+from fixtures import write_run_record
 
 def _write_history_run(root, method, seed, epochs, vals):
-    rid = f"{method}-e{epochs}-s{seed}"
-    d = root / "runs" / rid
-    cfg = {"run_id": rid, "config_hash": rid, "method": method, "variant": "full",
-           "dataset": "synthbirds", "profile": "p", "seed": seed,
-           "overrides": {"train.epochs": epochs}, "model": {"backbone": "b"}, "data": {"crop": 8},
-           "train": {"epochs": epochs}}
-    io.write_json(d / "config.json", cfg)
-    io.write_json(d / "metrics.json", {**{k: cfg[k] for k in ("run_id", "config_hash", "method",
-                                                              "variant", "dataset", "profile", "seed")},
-                                       "val_top1": max(vals), "test_top1": max(vals) - 5,
-                                       "n_val": 800, "n_test": 1600, "num_classes": 16})
-    pd.DataFrame({"epoch": range(1, epochs + 1), "train_ce": np.linspace(2, 1, epochs),
-                  "train_top1": np.linspace(20, 90, epochs), "train_seconds": 30.0,
-                  "val_seconds": 4.0, "val_top1": vals}).to_csv(d / "history.csv", index=False)
+    h = pd.DataFrame({"epoch": range(1, epochs + 1), "train_ce": np.linspace(2, 1, epochs),
+                      "train_top1": np.linspace(20, 90, epochs), "train_seconds": 30.0,
+                      "val_seconds": 4.0, "val_top1": vals})
+    write_run_record(root, method, seed, run_id=f"{method}-e{epochs}-s{seed}", epochs=epochs,
+                     overrides={"train.epochs": epochs}, history=h,
+                     metrics={"val_top1": max(vals), "test_top1": max(vals) - 5,
+                              "n_val": 800, "n_test": 1600, "num_classes": 16})
 
 
 def test_plateau_compares_lengths_on_common_seeds(tmp_path):

@@ -16,6 +16,7 @@ from fgvc.engine import evaluate
 from fgvc.study import noise, predictions, stats
 from fgvc.study.config import resolve
 from fgvc.study.run import run
+from fixtures import write_run_record
 
 from tiny import TINY
 
@@ -115,14 +116,8 @@ def test_bootstrap_variance_is_the_binomial_one_and_pairs_cancel():
 
 
 def _write_run(root, run_id, method, seed, correct):
-    d = root / "runs" / run_id
-    cfg = {"run_id": run_id, "config_hash": run_id, "method": method, "variant": "full",
-           "dataset": "synthbirds", "profile": "p", "seed": seed, "overrides": {},
-           "model": {"backbone": "b"}, "data": {"crop": 8}, "train": {"epochs": 1}}
-    io.write_json(d / "config.json", cfg)
-    io.write_json(d / "metrics.json", {**{k: cfg[k] for k in ("run_id", "config_hash", "method",
-                                                              "variant", "dataset", "profile", "seed")},
-                                       "test_top1": 100 * correct.mean(), "num_classes": 2})
+    d = write_run_record(root, method, seed, run_id=run_id,
+                         metrics={"test_top1": 100 * correct.mean(), "num_classes": 2})
     target = np.zeros(len(correct), dtype=int)
     predictions.write(d, run_id, {"test": {"pred": 1 - correct.astype(int), "target": target}})
 

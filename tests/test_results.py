@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 import fgvc.study.results as results
+from fixtures import write_run_record
 from fgvc.study.results import (accuracy_markdown, arm_table, claims_markdown, claims_table,
                           load_failures, load_histories, load_runs, paper_baseline)
 
@@ -48,24 +49,18 @@ def t_ci(values):
 
 def write_run(root, method, variant, seed, top1, profile="t", protocol="val", history=True,
               extra=None, overrides=None, dataset="synthbirds"):
+    """fixtures.write_run_record with these tests' defaults (ResNet-18 at 64 px, 3 epochs)."""
     rid = f"{profile}-{dataset}-{method}-{variant}-s{seed}" + ("-abcdef" if overrides else "")
-    d = root / "runs" / rid
-    d.mkdir(parents=True)
-    cfg = {"method": method, "variant": variant, "dataset": dataset, "profile": profile,
-           "seed": seed, "overrides": overrides or {}, "run_id": rid,
-           "model": {"backbone": "resnet18"}, "data": {"crop": 64}, "train": {"epochs": 3}}
-    if protocol is not None:   # None: an older record without the key
-        cfg["protocol"] = protocol
-    metrics = {"method": method, "variant": variant, "dataset": dataset, "profile": profile,
-               "seed": seed, "run_id": rid, "test_top1": top1, **(extra or {})}
-    (d / "config.json").write_text(json.dumps(cfg))
-    (d / "metrics.json").write_text(json.dumps(metrics))
+    h = None
     if history:
         h = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [2.0 + seed, 1.5, 1.0],
                           "train_top1": [20.0, 40.0, 60.0]})
         if protocol != "paper":
             h["val_top1"] = [10.0 + seed, 30.0, top1]
-        h.to_csv(d / "history.csv", index=False)
+    write_run_record(root, method, seed, variant=variant, dataset=dataset, profile=profile,
+                     run_id=rid, overrides=overrides, epochs=3, protocol=protocol,
+                     metrics={"test_top1": top1, **(extra or {})}, history=h,
+                     backbone="resnet18", crop=64)
     return rid
 
 

@@ -28,6 +28,7 @@ from fgvc.paths import NOTEBOOKS, ROOT, STUDY, portable, resolve, results_dir
 from fgvc.study.notebook import execute, normalise
 
 REPORTS = ["30_report.ipynb", "20_gradcam.ipynb", "40_complexity.ipynb"]
+GALLERY = "20_gradcam.ipynb"
 # The study's settings where they differ from the notebooks' stored (tiny, fast) defaults.
 STUDY_PARAMS = {"20_gradcam.ipynb": {"n_images": 64, "road_images": 16},
                 "40_complexity.ipynb": {"variants": "all"}}
@@ -117,24 +118,41 @@ def preview(path: str | Path, width: int = 1300):
     return Image(data=buf.getvalue(), format="jpeg")
 
 
+def other_datasets(records: Path, profile: str) -> list[str]:
+    """The datasets other than the profile's own that `records` hold runs of the profile on
+    (CUB-30's real-photo study), in display order: each gets its own gallery."""
+    from fgvc.data.registry import list_datasets
+    from fgvc.study.config import load_profile
+    from fgvc.study.results import load_runs
+
+    runs = load_runs(records)
+    have = set(runs.loc[runs["profile"] == profile, "dataset"]) if len(runs) else set()
+    return [d for d in list_datasets() if d in have and d != load_profile(profile)["dataset"]]
+
+
 def build(profile: str = "transfer", notebooks: list[str] | None = None,
           records: str | Path = STUDY, write: bool = False) -> None:
     """Execute the report notebooks on `records`: executed copies into `<records>/reports/`
     when writing, else into results_dir()/reports (the scratch folder by default), volatile
-    metadata stripped (fgvc.study.notebook.normalise)."""
+    metadata stripped (fgvc.study.notebook.normalise). The Grad-CAM notebook runs once more
+    per other dataset the records hold (:func:`other_datasets`), as 20_gradcam_<dataset>.ipynb."""
     records = resolve(records)
     out = (records if write else results_dir()) / "reports"
     out.mkdir(parents=True, exist_ok=True)
-    for name in notebooks or REPORTS:
+    jobs = [(name, name, {}) for name in notebooks or REPORTS]
+    if GALLERY in [j[0] for j in jobs]:
+        jobs += [(GALLERY, GALLERY.replace(".ipynb", f"_{d}.ipynb"), {"dataset": d})
+                 for d in other_datasets(records, profile)]
+    for name, copy, extra in jobs:
         src = NOTEBOOKS / name
         if not src.is_file():
             print(f"report: {name} does not exist yet, skipped")
             continue
-        print(f"report: running {name} -> {portable(str(out / name))}", flush=True)
+        print(f"report: running {name} -> {portable(str(out / copy))}", flush=True)
         params = {"records": portable(str(records)), "profile": profile, "write": write,
-                  **STUDY_PARAMS.get(name, {})}
-        execute(src, out / name, parameters=params, cwd=ROOT)
-        normalise(out / name)  # no volatile metadata: opened in JupyterLab, it stays as written
+                  **STUDY_PARAMS.get(name, {}), **extra}
+        execute(src, out / copy, parameters=params, cwd=ROOT)
+        normalise(out / copy)  # no volatile metadata: opened in JupyterLab, it stays as written
 
 
 def main(argv: list[str] | None = None) -> int:
