@@ -40,7 +40,7 @@ def _has(method):
 @pytest.mark.parametrize("kwargs, message", [
     ({"method": "resnet"}, "unknown method 'resnet'; valid: ["),
     ({"method": "baseline", "variant": "nope"}, "unknown variant 'nope' of 'baseline'; valid: ['full'"),
-    ({"method": "baseline", "dataset": "birds"}, "unknown dataset 'birds'; valid: ['aircraft', 'cars', 'cub', 'synthbirds']"),
+    ({"method": "baseline", "dataset": "birds"}, "unknown dataset 'birds'; valid: ['aircraft', 'cars', 'cub', 'cub30', 'synthbirds']"),
     ({"method": "baseline", "profile": "fast"}, "unknown profile 'fast'; valid: ['"),
     ({"method": "baseline", "overrides": {"train.epoch": 3}}, "unknown setting 'train.epoch'; valid: ["),
     ({"method": "baseline", "overrides": {"optim.lr": 3}}, "unknown override section(s) ['optim']"),
@@ -235,3 +235,18 @@ def test_transfer_next_is_transfer_with_one_backbone_recipe():
         chosen = nxt["methods"].get(method, {}).get("model", {})  # the fair transplant's choices
         assert cfg["model"] == {**old["model"], **chosen} and cfg["data"] == old["data"]
         assert cfg["run_id"] != old["run_id"] and cfg["config_hash"] != old["config_hash"]
+
+
+def test_a_key_under_data_synth_changes_that_key_and_keeps_the_profiles_spec():
+    whole = resolve("baseline", profile="transfer_regime")["data"]["synth"]
+    one = resolve("baseline", profile="transfer_regime", overrides={"data.synth.part_scale": 0.85})
+    assert one["data"]["synth"] == {**whole, "part_scale": 0.85}
+    # the same run as the whole spec written out: one config hash
+    written = resolve("baseline", profile="transfer_regime",
+                      overrides={"data.synth": {**whole, "part_scale": 0.85}})
+    assert one["config_hash"] == written["config_hash"] != resolve(
+        "baseline", profile="transfer_regime")["config_hash"]
+    # given whole, the spec still replaces the profile's; keys then change the given spec
+    both = resolve("baseline", profile="transfer_regime",
+                   overrides={"data.synth": {"n_genera": 2}, "data.synth.noise": 0.1})
+    assert both["data"]["synth"] == {"n_genera": 2, "noise": 0.1}

@@ -175,7 +175,14 @@ def resolve(method: str, variant: str = "full", dataset: str | None = None,
     base["model"] = {**valid, **base["model"]}
     cfg = _merge(base, prof.get("methods", {}).get(method) or {}, f"profile {profile} methods.{method}.")
     cfg = _merge(cfg, {"model": variants[variant].get("cfg", {})}, f"variant {variant}: ")
-    over = dotted_to_nested(overrides or {})
+    # `data.synth` is one value (a generator spec): given whole it replaces the profile's; a
+    # key under it (data.synth.part_scale) changes that key of the spec and keeps the others
+    flat = dict(overrides or {})
+    keywise = {k.split(".", 2)[2]: flat.pop(k) for k in list(flat) if k.startswith("data.synth.")}
+    over = dotted_to_nested(flat)
+    if keywise:
+        synth = over.get("data", {}).get("synth", cfg["data"].get("synth")) or {}
+        over.setdefault("data", {})["synth"] = {**synth, **keywise}
     protocol = over.pop("protocol", prof.get("protocol", "val"))
     unknown = sorted(set(over) - set(SECTIONS))
     if unknown:
