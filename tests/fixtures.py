@@ -195,9 +195,10 @@ def write_run_record(root: Path, method: str, seed: int, *, variant: str = "full
                      dataset: str = "synthbirds", profile: str = "p", run_id: str | None = None,
                      overrides: dict | None = None, epochs: int = 1, protocol: str | None = "val",
                      metrics: dict | None = None, history=None, backbone: str = "b",
-                     crop: int = 8) -> Path:
+                     crop: int = 8, train: dict | None = None) -> Path:
     """A finished run's record (config.json, metrics.json, history.csv if `history`, a
-    DataFrame) under `root`/runs/<run id>, as fgvc.study.results.load_runs reads it: the run id
+    DataFrame) under `root`/runs/<run id>, as fgvc.study.results.load_runs reads it (`train`:
+    further train settings beside the epochs): the run id
     `<profile>-<dataset>-<method>-<variant>-s<seed>` unless given, its config hash the run id.
     protocol None: an older record without the key. Returns the run's folder."""
     import json
@@ -208,7 +209,7 @@ def write_run_record(root: Path, method: str, seed: int, *, variant: str = "full
     ident = {"run_id": rid, "config_hash": rid, "method": method, "variant": variant,
              "dataset": dataset, "profile": profile, "seed": seed}
     cfg = {**ident, "overrides": overrides or {}, "model": {"backbone": backbone},
-           "data": {"crop": crop}, "train": {"epochs": epochs}}
+           "data": {"crop": crop}, "train": {"epochs": epochs, **(train or {})}}
     if protocol is not None:
         cfg["protocol"] = protocol
     (d / "config.json").write_text(json.dumps(cfg))

@@ -5,7 +5,10 @@ evaluation split costs (issue "the study's regime"; docs/lab-record.md "The regi
                                  [--out DIR]
 
 For every method's `full` variant of one profile and dataset, the runs are grouped by their
-length (train.epochs; a run's override of it counts) and seed. The table gives, per method and
+setting (everything of the resolved config but the length and the seed: runs of another
+SynthBirds spec or lr are another setting, labelled by what differs from the profile's config
+today, "profile" where nothing does), their length (train.epochs; a run's override of it
+counts) and seed. The table gives, per method and
 length, the mean over seeds of the best-epoch validation top-1 (what a run is selected on) and
 of the test top-1, the last epoch's training top-1 (of the predicting head), and the seconds one epoch's training and one
 validation pass took (history.csv; the machine may be shared: see the run records), then the
@@ -18,12 +21,15 @@ length, one panel per method.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from fgvc import io
 from fgvc.paths import SCRATCH, portable
 from fgvc.study.results import load_histories, load_runs
 
@@ -31,9 +37,40 @@ TOL = 1.0                     # points of mean validation top-1 a doubling may a
 DEFAULT_OUT = SCRATCH / "plateau"
 
 
+NOT_SETTING = ("run_id", "config_hash", "seed", "overrides", "machine", "data_root")
+COMPARED = (("data", "synth"), ("train", "lr"), ("train", "head_lr"))   # what a label names
+
+
+def setting(cfg: dict) -> str:
+    """A short hash of a run's config without its length, seed and bookkeeping: runs with the
+    same setting differ only in length and seed."""
+    keep = {k: v for k, v in cfg.items() if k not in NOT_SETTING}
+    keep["train"] = {k: v for k, v in keep.get("train", {}).items() if k not in ("epochs", "num_workers")}
+    return hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:6]
+
+
+def setting_label(cfg: dict, today: dict) -> str:
+    """What of a run's SynthBirds spec and lrs differs from `today` (the profile's config for
+    that method now): "part_scale=1.0, lr=0.16"; "profile" where nothing of them does."""
+    out = []
+    for section, key in COMPARED:
+        mine, now = cfg.get(section, {}).get(key), today.get(section, {}).get(key)
+        if isinstance(mine, dict) or isinstance(now, dict):
+            mine, now = mine or {}, now or {}
+            out += [f"{k}={mine.get(k, 'default')}" for k in sorted(set(mine) | set(now))
+                    if mine.get(k) != now.get(k)]
+        elif mine != now:
+            out.append(f"{key}={mine:g}" if isinstance(mine, (int, float)) else f"{key}={mine}")
+    return ", ".join(out) or "profile"
+
+
 def load(roots: list[Path], profile: str, dataset: str = "synthbirds") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(runs, histories) of the `full` runs of `profile` on `dataset` under the roots."""
+    """(runs, histories) of the `full` runs of `profile` on `dataset` under the roots, each run
+    with its `setting` (:func:`setting`) and `setting_label` (:func:`setting_label`)."""
+    from fgvc.study.config import resolve
+
     runs, hists = [], []
+    today: dict[str, dict] = {}
     for root in roots:
         r = load_runs(root)
         if r.empty:
@@ -41,6 +78,15 @@ def load(roots: list[Path], profile: str, dataset: str = "synthbirds") -> tuple[
         r = r[(r["profile"] == profile) & (r["dataset"] == dataset) & (r["variant"] == "full")]
         if r.empty:
             continue
+        cfgs = [io.read_json(Path(root) / d / "config.json") for d in r["run_dir"]]
+        for c in cfgs:
+            if c["method"] not in today:
+                try:
+                    today[c["method"]] = resolve(c["method"], profile=profile, dataset=dataset)
+                except (ValueError, KeyError, FileNotFoundError):   # a profile or method gone
+                    today[c["method"]] = {}
+        r = r.assign(setting=[setting(c) for c in cfgs],
+                     setting_label=[setting_label(c, today[c["method"]]) for c in cfgs])
         runs.append(r)
         hists.append(load_histories(r, root))
     if not runs:
@@ -48,13 +94,14 @@ def load(roots: list[Path], profile: str, dataset: str = "synthbirds") -> tuple[
     runs = pd.concat(runs, ignore_index=True).drop_duplicates("run_id")
     runs["length"] = runs["epochs_cfg"].astype(int)
     hists = pd.concat(hists, ignore_index=True).drop_duplicates(["run_id", "epoch"])
-    hists = hists.merge(runs[["run_id", "length"]], on="run_id")
+    hists = hists.merge(runs[["run_id", "length", "setting", "setting_label"]], on="run_id")
     return runs, hists
 
 
 def table(runs: pd.DataFrame, hists: pd.DataFrame, tol: float = TOL) -> pd.DataFrame:
-    """One row per (method, length); `gain`: mean val top-1 at this length minus at half of it,
-    over the seeds both have (NaN where the half length was not run)."""
+    """One row per (method, setting, length); `gain`: mean val top-1 at this length minus at
+    half of it in the same setting, over the seeds both have (NaN where the half length was not
+    run)."""
     rows = []
     if "val_seconds" not in hists:      # records from before history.csv timed validation
         hists = hists.assign(val_seconds=np.nan)
@@ -62,19 +109,24 @@ def table(runs: pd.DataFrame, hists: pd.DataFrame, tol: float = TOL) -> pd.DataF
                                             val_s=("val_seconds", "mean"),
                                             final_top1=("train_top1", "last"))
     runs = runs.join(per_epoch, on="run_id")
-    for (method, length), g in runs.groupby(["method", "length"], sort=False):
-        half = runs[(runs["method"] == method) & (runs["length"] * 2 == length)]
+    if "setting" not in runs:
+        runs = runs.assign(setting="", setting_label="profile")
+    for (method, sett, length), g in runs.groupby(["method", "setting", "length"], sort=False):
+        half = runs[(runs["method"] == method) & (runs["setting"] == sett)
+                    & (runs["length"] * 2 == length)]
         seeds = sorted(set(g["seed"]) & set(half["seed"]))
         gain = (g.set_index("seed").loc[seeds, "val_top1"].mean()
                 - half.set_index("seed").loc[seeds, "val_top1"].mean()) if seeds else np.nan
-        rows.append({"method": method, "epochs": int(length), "seeds": len(g),
+        rows.append({"method": method, "setting": g["setting_label"].iloc[0],
+                     "epochs": int(length), "seeds": len(g),
                      "val_top1": g["val_top1"].mean(), "test_top1": g["test_top1"].mean(),
                      "final_train_top1": g["final_top1"].mean(), "n_val": int(g["n_val"].iloc[0]),
                      "n_test": int(g["n_test"].iloc[0]),
                      "train_s_per_epoch": g["train_s"].mean(), "val_s_per_epoch": g["val_s"].mean(),
                      "gain_over_half": gain, "paired_seeds": len(seeds),
                      "plateau_at_half": (gain <= tol) if seeds else None})
-    return pd.DataFrame(rows).sort_values(["method", "epochs"], kind="stable").reset_index(drop=True)
+    return (pd.DataFrame(rows).sort_values(["method", "setting", "epochs"], kind="stable")
+            .reset_index(drop=True))
 
 
 def markdown(df: pd.DataFrame, command: str, tol: float = TOL) -> str:
@@ -83,14 +135,15 @@ def markdown(df: pd.DataFrame, command: str, tol: float = TOL) -> str:
             "gain: this length's mean val top-1 minus half this length's, on the seeds both have; "
             f"plateau at half: the gain is at most {tol:g} point(s). Seconds per epoch of training and of "
             "one validation pass, from history.csv (one torch thread per run, two runs at once on "
-            "2 cores).\n"]
-    lines = ["| method | epochs | seeds | val top-1 | test top-1 | last epoch's train top-1 | gain over half "
-             "| plateau at half | train s / epoch | val s / epoch (images) |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+            "2 cores). setting: what of the run's SynthBirds spec and lrs differs from the "
+            "profile's config today (\"profile\": nothing).\n"]
+    lines = ["| method | setting | epochs | seeds | val top-1 | test top-1 | last epoch's train top-1 "
+             "| gain over half | plateau at half | train s / epoch | val s / epoch (images) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in df.to_dict("records"):
         gain = "" if r["gain_over_half"] != r["gain_over_half"] else f"{r['gain_over_half']:+.1f}"
         plat = {True: "yes", False: "no"}.get(r["plateau_at_half"], "")
-        lines.append(f"| {r['method']} | {r['epochs']} | {r['seeds']} | {r['val_top1']:.1f} | "
+        lines.append(f"| {r['method']} | {r['setting']} | {r['epochs']} | {r['seeds']} | {r['val_top1']:.1f} | "
                      f"{r['test_top1']:.1f} | {r['final_train_top1']:.1f} | {gain} | {plat} | "
                      f"{r['train_s_per_epoch']:.0f} | {r['val_s_per_epoch']:.1f} ({r['n_val']}) |")
     return "\n".join(head + lines) + "\n"
@@ -104,17 +157,23 @@ def figure(hists: pd.DataFrame, title: str = ""):
     import matplotlib.pyplot as plt
 
     methods = list(dict.fromkeys(hists["method"]))
+    if "setting_label" not in hists:
+        hists = hists.assign(setting_label="profile")
     fig, axes = plt.subplots(1, len(methods), figsize=(2.8 * len(methods), 2.8), sharey=True,
                              squeeze=False)
     lengths = sorted(hists["length"].unique())
     styles = dict(zip(lengths, ["-", "--", ":", "-."]))
-    colours = {n: f"C{i}" for i, n in enumerate(lengths)}       # one colour per length
+    curves = sorted(set(zip(hists["setting_label"], hists["length"])))
+    colours = {c: f"C{i % 10}" for i, c in enumerate(curves)}   # one colour per setting and length
+    several = hists["setting_label"].nunique() > 1
     markers = dict(zip(sorted(hists["seed"].unique()), ".ox^sv"))
     for ax, m in zip(axes[0], methods):
-        for (length, seed), h in hists[hists["method"] == m].groupby(["length", "seed"]):
-            ax.plot(h["epoch"], h["val_top1"], styles.get(length, "-"), color=colours[length],
-                    marker=markers.get(seed, "."), ms=3, lw=1,
-                    label=f"{length} epochs" + (f", s{seed}" if hists["seed"].nunique() > 1 else ""))
+        for (label, length, seed), h in hists[hists["method"] == m].groupby(
+                ["setting_label", "length", "seed"]):
+            ax.plot(h["epoch"], h["val_top1"], styles.get(length, "-"),
+                    color=colours[(label, length)], marker=markers.get(seed, "."), ms=3, lw=1,
+                    label=(f"{label}: " if several else "") + f"{length} epochs"
+                    + (f", s{seed}" if hists["seed"].nunique() > 1 else ""))
         ax.set_title(m, fontsize=9)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
