@@ -393,8 +393,8 @@ def _bootstrap_cols(a: pd.DataFrame | None, b: pd.DataFrame | None,
     nan = (math.nan, math.nan)
     if a is None or b is None or "correct" not in a or "correct" not in b:
         return nan
-    ca = {int(s): c for s, c in zip(a["seed"], a["correct"]) if c is not None}
-    cb = {int(s): c for s, c in zip(b["seed"], b["correct"]) if c is not None}
+    ca = {int(s): c for s, c in zip(a["seed"], a["correct"]) if isinstance(c, np.ndarray)}
+    cb = {int(s): c for s, c in zip(b["seed"], b["correct"]) if isinstance(c, np.ndarray)}
     common = sorted(set(ca) & set(cb))
     if len(common) < 2 or any(len(ca[s]) != len(cb[s]) for s in common):
         return nan
