@@ -126,3 +126,13 @@ def test_a_head_lr_sweep_sets_head_lr_only_and_reads_it_back(tmp_path, monkeypat
     chosen = sweep.report("transfer_next", root, "train.head_lr")
     assert chosen["chosen_lr"].tolist() == [0.08]   # +0.5 < one val image: the profile's
     assert "by train.head_lr" in (root / "sweep.md").read_text()
+
+
+def test_a_head_lr_choice_keeps_each_methods_own_value_within_one_image():
+    """head_lr differs per method in the profile: the margin is taken against each one's own."""
+    t = _table([("ma_ea", 0.01, 70.0), ("ma_ea", 0.02, 80.0), ("ma_ea", 0.04, 80.5),
+                ("pcanet", 0.0003125, 82.0), ("pcanet", 0.000625, 80.0), ("pcanet", 0.00125, 70.0)])
+    got = sweep.choose(t, default_lr={"ma_ea": 0.02, "pcanet": 0.000625}).set_index("method")
+    assert got.loc["ma_ea", "chosen_lr"] == 0.02            # +0.5 is within one image (0.83)
+    assert got.loc["pcanet", "chosen_lr"] == 0.0003125      # +2.0 is not
+    assert got.loc["pcanet", "profile_lr"] == 0.000625

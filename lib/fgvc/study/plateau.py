@@ -194,8 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="transfer_regime")
     p.add_argument("--dataset", default="synthbirds")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder (default {DEFAULT_OUT})")
+    p.add_argument("--only-profile", action="store_true",
+                   help="only the runs of the profile's settings today (setting \"profile\")")
     a = p.parse_args(argv)
     runs, hists = load(a.records, a.profile, a.dataset)
+    if a.only_profile and not runs.empty:
+        runs = runs[runs["setting_label"] == "profile"]
+        hists = hists[hists["setting_label"] == "profile"]
     if runs.empty:
         print(f"plateau: no full runs of profile {a.profile} on {a.dataset}")
         return 1

@@ -33,6 +33,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from fgvc import io
@@ -115,17 +116,20 @@ def below_divergence(table: pd.DataFrame, wanted: dict[str, float]) -> dict[str,
     return {m: lr for m, lr in wanted.items() if not lr > stop.get(m, float("inf"))}
 
 
-def choose(table: pd.DataFrame, default_lr: float) -> pd.DataFrame:
-    """Per method: the lr chosen by the rule of the module docstring, with the margin."""
+def choose(table: pd.DataFrame, default_lr: float | dict[str, float]) -> pd.DataFrame:
+    """Per method: the lr chosen by the rule of the module docstring, with the margin.
+    `default_lr`: the profile's value, one for every method or per method (head_lr: each
+    method's own section sets its own)."""
     out = []
     for method, g in table.groupby("method", sort=False):
         g = g.sort_values("lr")
         best = g.loc[g["val_top1"].idxmax()]
-        base = g[g["lr"] == default_lr]
+        own = default_lr.get(method) if isinstance(default_lr, dict) else default_lr
+        base = g[np.isclose(g["lr"], own)] if own is not None else g.iloc[:0]
         one_image = 100.0 / max(int(g["n_val"].max()), 1)
         keep = not base.empty and best["val_top1"] - base["val_top1"].iloc[0] <= one_image + 1e-9
-        chosen = default_lr if keep else float(best["lr"])
-        out.append({"method": method, "chosen_lr": chosen,
+        chosen = own if keep else float(best["lr"])
+        out.append({"method": method, "profile_lr": own, "chosen_lr": chosen,
                     "best_val_top1": float(best["val_top1"]),
                     "val_top1_at_default": float(base["val_top1"].iloc[0]) if not base.empty else None,
                     "lrs_tried": len(g)})
@@ -151,7 +155,13 @@ def report(profile: str = "transfer", root: Path | None = None,
     if table.empty:
         print(f"sweep: no finished runs under {root}/runs")
         return table
-    default_lr = _value(load_profile(profile)["train"], param)
+    from fgvc.study.config import resolve
+
+    # train.lr: the profile's one lr, the value the sweep started from; head_lr: each method's
+    # own, which its section of the profile sets apart (the baseline's backbone recipe is shared)
+    default_lr = (_value(load_profile(profile)["train"], param) if param == "train.lr" else
+                  {m: _value(resolve(m, profile=profile)["train"], param)
+                   for m in table["method"].unique()})
     chosen = choose(table, default_lr)
     io.write_text(root / "sweep.csv", table.to_csv(index=False))
     io.write_text(root / "chosen.csv", chosen.to_csv(index=False))
@@ -160,7 +170,8 @@ def report(profile: str = "transfer", root: Path | None = None,
           f"{profile}, seed 0, protocol val (best epoch; {int(table['n_val'].max())} val images, "
           f"one image = {100 / table['n_val'].max():.2f} points). Test is not read.\n\n"
           + _blank(wide(table)).to_markdown() + "\n\nChosen by the rule (a gain of one val image or less keeps "
-          f"the profile's lr {default_lr:g}); applied to the profile once every method is swept:\n\n" + chosen.to_markdown(index=False) + "\n")
+          "profile_lr, the profile's value); applied to the profile once every "
+          "method is swept:\n\n" + chosen.to_markdown(index=False) + "\n")
     io.write_text(root / "sweep.md", md)
     print(md)
     return chosen
