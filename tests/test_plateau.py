@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fgvc.study import plateau
+from fgvc.study import plateau, results
 from fixtures import write_run_record
 
 def _write_history_run(root, method, seed, epochs, vals, lr=None):
@@ -51,7 +51,7 @@ def test_runs_of_another_setting_are_not_paired_with_the_profiles(tmp_path):
     df = plateau.table(runs, hists)
     assert df[["setting", "epochs"]].values.tolist() == [["lr=0.16", 4], ["profile", 2], ["profile", 4]]
     assert df["gain_over_half"].round(1).fillna(-1).tolist() == [-1, -1, 1.0]   # 0.16 has no half
-    assert plateau.setting_label({"data": {"synth": {"part_scale": 1.0}}, "train": {"lr": 0.08}},
+    assert results.setting_label({"data": {"synth": {"part_scale": 1.0}}, "train": {"lr": 0.08}},
                                  {"data": {"synth": {"part_scale": 0.7, "noise": 0.1}},
                                   "train": {"lr": 0.08}}) == "noise=default, part_scale=1.0"
     assert len(plateau.figure(hists).axes) == 1

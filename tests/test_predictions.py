@@ -115,8 +115,8 @@ def test_bootstrap_variance_is_the_binomial_one_and_pairs_cancel():
     assert noise.bootstrap_var(flip, draws=4000) == pytest.approx(1e4 * 1.0 / 400, rel=0.1)
 
 
-def _write_run(root, run_id, method, seed, correct):
-    d = write_run_record(root, method, seed, run_id=run_id,
+def _write_run(root, run_id, method, seed, correct, crop=8):
+    d = write_run_record(root, method, seed, run_id=run_id, crop=crop,
                          metrics={"test_top1": 100 * correct.mean(), "num_classes": 2})
     target = np.zeros(len(correct), dtype=int)
     predictions.write(d, run_id, {"test": {"pred": 1 - correct.astype(int), "target": target}})
@@ -145,8 +145,24 @@ def test_decompose_separates_seed_spread_from_image_noise(tmp_path):
     assert diff["sd_train"] == pytest.approx(math.sqrt(100 - sd_eval ** 2), rel=0.01)
     assert diff["mdd"] == pytest.approx(stats.mdd(10.0, 3))
     assert diff["boot_lo"] >= 0.0 and diff["boot_hi"] <= 20.0 + 1e-9
-    assert "| synthbirds | p | lafe | full - baseline | 3 | 400 | +10.0 | 10.00 |" in \
+    assert "| synthbirds | p | profile | lafe | full - baseline | 3 | 400 | +10.0 | 10.00 |" in \
         noise.markdown(df.reset_index(), "cmd", "test")
+
+
+def test_a_difference_pairs_the_baseline_trained_on_the_same_data(tmp_path):
+    """Two baseline arms (another data setting each): the method's difference is taken against
+    the one whose data and length are the method's, not the one with more seeds."""
+    n = 200
+    good = np.ones(n)
+    for s in range(3):
+        _write_run(tmp_path, f"b{s}", "baseline", s, np.r_[np.ones(100), np.zeros(100)])
+        _write_run(tmp_path, f"other{s}", "baseline", s, good, crop=16)
+    for s in range(2):
+        _write_run(tmp_path, f"m{s}", "lafe", s, np.r_[np.ones(150), np.zeros(50)])
+    df = noise.decompose([tmp_path], draws=200)
+    diff = df[df["kind"] == "difference"].iloc[0]
+    assert diff["mean"] == pytest.approx(25.0) and diff["seeds"] == 2     # 75 - 50, not 75 - 100
+    assert len(df[df["kind"] == "arm"]) == 3
 
 
 def test_mdd_by_hand_and_the_seeds_it_takes():

@@ -38,11 +38,14 @@ import pandas as pd
 
 from fgvc.paths import SCRATCH, portable
 from fgvc.study import predictions, stats
-from fgvc.study.results import attach_correct, load_runs
+from fgvc.study.results import attach_correct, attach_settings, load_runs
 from fgvc.study.stats import paired_bootstrap
 
 BOOT = stats.BOOT                   # bootstrap draws
-ARM = ["dataset", "profile", "method", "variant", "overrides"]
+# An arm: one configuration up to the seed (fgvc.study.results.setting_key), named by what of
+# its SynthBirds spec and lrs differs from its profile today (setting_label); a difference pairs
+# it with the baseline arm of the same data and length (data_key).
+ARM = ["dataset", "profile", "method", "variant", "setting", "setting_label", "data_key"]
 DEFAULT_OUT = SCRATCH / "noise"
 
 
@@ -65,7 +68,7 @@ def _parts(values: list[float], eval_vars: list[float]) -> dict:
 
 
 def _load(roots: list[Path], split: str) -> pd.DataFrame:
-    frames = [attach_correct(runs, root, split) for root in roots
+    frames = [attach_settings(attach_correct(runs, root, split), root) for root in roots
               if not (runs := load_runs(root)).empty]
     if not frames:
         return pd.DataFrame()
@@ -92,7 +95,7 @@ def decompose(roots: list[Path], split: str = "test", draws: int = BOOT) -> pd.D
                               [bootstrap_var(c, draws) for c in g["correct"]])})
         if arm["method"] == "baseline":
             continue
-        bases = [b for k, b in arms.items() if k[0] == arm["dataset"] and k[2] == "baseline"
+        bases = [b for k, b in arms.items() if k[2] == "baseline" and k[6] == arm["data_key"]
                  and len(set(b.index) & set(g.index)) >= 2]
         if not bases:
             continue
@@ -122,19 +125,23 @@ def markdown(df: pd.DataFrame, command: str, split: str) -> str:
             "runs of a seed resampled with the same images); sd_train = sqrt(sd_seeds^2 - "
             "sd_eval^2). mdd: minimum detectable difference of a paired t-test over the seeds "
             "(alpha 0.05, power 0.8); seeds for 2 / 3: seeds whose mdd reaches 2 / 3 points at "
-            "this sd_seeds; bootstrap: paired, over seeds then images, 95 %.\n"]
+            "this sd_seeds; bootstrap: paired, over seeds then images, 95 %. setting: what of the "
+            "arm's SynthBirds spec and lrs differs from its profile today (\"profile\": "
+            "nothing); a difference pairs an arm with the baseline trained on the same data "
+            "for as long.\n"]
     if df.empty:
         return "\n".join(head) + "\nNo arm has predictions for two seeds.\n"
-    lines = ["| dataset | profile | method | variant | seeds | images | mean | sd_seeds | sd_eval "
-             "| sd_train | mdd | seeds for 2 / 3 | bootstrap 95 % |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    lines = ["| dataset | profile | setting | method | variant | seeds | images | mean | sd_seeds "
+             "| sd_eval | sd_train | mdd | seeds for 2 / 3 | bootstrap 95 % |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in df.to_dict("records"):
         diff = r["kind"] == "difference"
         name = f"{r['variant']}" + (" - baseline" if diff else "")
         extra = (f"{r['mdd']:.1f} | {_seeds(r['seeds_for_2'])} / {_seeds(r['seeds_for_3'])} | "
                  f"[{r['boot_lo']:+.1f}, {r['boot_hi']:+.1f}]" if diff else " | | ")
         mean = f"{r['mean']:+.1f}" if diff else f"{r['mean']:.1f}"
-        lines.append(f"| {r['dataset']} | {r['profile']} | {r['method']} | {name} | {r['seeds']} | "
+        lines.append(f"| {r['dataset']} | {r['profile']} | {r['setting_label']} | {r['method']} | "
+                     f"{name} | {r['seeds']} | "
                      f"{r['images']} | {mean} | {r['sd_seeds']:.2f} | {r['sd_eval']:.2f} | "
                      f"{r['sd_train']:.2f} | {extra} |")
     return "\n".join(head + lines) + "\n"

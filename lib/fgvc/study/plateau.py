@@ -21,56 +21,24 @@ length, one panel per method.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fgvc import io
 from fgvc.paths import SCRATCH, portable
-from fgvc.study.results import load_histories, load_runs
+from fgvc.study.results import attach_settings, load_histories, load_runs
 
 TOL = 1.0                     # points of mean validation top-1 a doubling may add at the plateau
 DEFAULT_OUT = SCRATCH / "plateau"
 
 
-NOT_SETTING = ("run_id", "config_hash", "seed", "overrides", "machine", "data_root")
-COMPARED = (("data", "synth"), ("train", "lr"), ("train", "head_lr"))   # what a label names
-
-
-def setting(cfg: dict) -> str:
-    """A short hash of a run's config without its length, seed and bookkeeping: runs with the
-    same setting differ only in length and seed."""
-    keep = {k: v for k, v in cfg.items() if k not in NOT_SETTING}
-    keep["train"] = {k: v for k, v in keep.get("train", {}).items() if k not in ("epochs", "num_workers")}
-    return hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:6]
-
-
-def setting_label(cfg: dict, today: dict) -> str:
-    """What of a run's SynthBirds spec and lrs differs from `today` (the profile's config for
-    that method now): "part_scale=1.0, lr=0.16"; "profile" where nothing of them does."""
-    out = []
-    for section, key in COMPARED:
-        mine, now = cfg.get(section, {}).get(key), today.get(section, {}).get(key)
-        if isinstance(mine, dict) or isinstance(now, dict):
-            mine, now = mine or {}, now or {}
-            out += [f"{k}={mine.get(k, 'default')}" for k in sorted(set(mine) | set(now))
-                    if mine.get(k) != now.get(k)]
-        elif mine != now:
-            out.append(f"{key}={mine:g}" if isinstance(mine, (int, float)) else f"{key}={mine}")
-    return ", ".join(out) or "profile"
-
-
 def load(roots: list[Path], profile: str, dataset: str = "synthbirds") -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs, histories) of the `full` runs of `profile` on `dataset` under the roots, each run
-    with its `setting` (:func:`setting`) and `setting_label` (:func:`setting_label`)."""
-    from fgvc.study.config import resolve
-
+    with its `setting` and `setting_label` (fgvc.study.results.attach_settings, the length
+    left out)."""
     runs, hists = [], []
-    today: dict[str, dict] = {}
     for root in roots:
         r = load_runs(root)
         if r.empty:
@@ -78,15 +46,7 @@ def load(roots: list[Path], profile: str, dataset: str = "synthbirds") -> tuple[
         r = r[(r["profile"] == profile) & (r["dataset"] == dataset) & (r["variant"] == "full")]
         if r.empty:
             continue
-        cfgs = [io.read_json(Path(root) / d / "config.json") for d in r["run_dir"]]
-        for c in cfgs:
-            if c["method"] not in today:
-                try:
-                    today[c["method"]] = resolve(c["method"], profile=profile, dataset=dataset)
-                except (ValueError, KeyError, FileNotFoundError):   # a profile or method gone
-                    today[c["method"]] = {}
-        r = r.assign(setting=[setting(c) for c in cfgs],
-                     setting_label=[setting_label(c, today[c["method"]]) for c in cfgs])
+        r = attach_settings(r, root, length=False)
         runs.append(r)
         hists.append(load_histories(r, root))
     if not runs:

@@ -14,6 +14,7 @@ none), so every CSV reads back with ``pd.read_csv`` without parsing strings.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -98,6 +99,64 @@ def attach_correct(runs: pd.DataFrame, root: str | Path, split: str = "test") ->
     runs = runs.copy()
     runs["correct"] = [predictions.correct(Path(root) / d, split) for d in runs["run_dir"]]
     return runs
+
+
+SETTING_IGNORES = ("run_id", "config_hash", "seed", "overrides", "machine", "data_root")
+LABELLED = (("data", "synth"), ("train", "lr"), ("train", "head_lr"))   # what a label names
+
+
+def _digest(obj) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:6]
+
+
+def setting_key(cfg: dict, length: bool = True) -> str:
+    """A short hash of a run's config without its seed and bookkeeping (and without its length,
+    train.epochs, where `length` is False): runs with one key differ only in seed (and length)."""
+    keep = {k: v for k, v in cfg.items() if k not in SETTING_IGNORES}
+    drop = ("num_workers",) if length else ("num_workers", "epochs")
+    keep["train"] = {k: v for k, v in keep.get("train", {}).items() if k not in drop}
+    return _digest(keep)
+
+
+def data_key(cfg: dict) -> str:
+    """A short hash of what two arms must share for a paired comparison: dataset, data
+    settings and length."""
+    return _digest([cfg.get("dataset"), cfg.get("data"), cfg.get("train", {}).get("epochs")])
+
+
+def setting_label(cfg: dict, today: dict) -> str:
+    """What of a run's SynthBirds spec and lrs differs from `today` (the profile's config for
+    that method now): "part_scale=1.0, lr=0.16"; "profile" where nothing of them does."""
+    out = []
+    for section, key in LABELLED:
+        mine, now = cfg.get(section, {}).get(key), today.get(section, {}).get(key)
+        if isinstance(mine, dict) or isinstance(now, dict):
+            mine, now = mine or {}, now or {}
+            out += [f"{k}={mine.get(k, 'default')}" for k in sorted(set(mine) | set(now))
+                    if mine.get(k) != now.get(k)]
+        elif mine != now:
+            out.append(f"{key}={mine:g}" if isinstance(mine, (int, float)) else f"{key}={mine}")
+    return ", ".join(out) or "profile"
+
+
+def attach_settings(runs: pd.DataFrame, root: str | Path, length: bool = True) -> pd.DataFrame:
+    """`runs` (:func:`load_runs` of `root`) with `setting` (:func:`setting_key`), `data_key`
+    and `setting_label` (:func:`setting_label` against each run's profile today)."""
+    from fgvc.study.config import resolve
+
+    cfgs = [json.loads((Path(root) / d / "config.json").read_text()) for d in runs["run_dir"]]
+    today: dict[tuple, dict] = {}
+    for c in cfgs:
+        key = (c["method"], c["profile"], c["dataset"])
+        if key not in today:
+            try:
+                today[key] = resolve(c["method"], profile=c["profile"], dataset=c["dataset"])
+            except (ValueError, KeyError, FileNotFoundError, TypeError):  # a profile or method gone
+                today[key] = {}
+    return runs.assign(setting=[setting_key(c, length) for c in cfgs],
+                       data_key=[data_key(c) for c in cfgs],
+                       setting_label=[setting_label(c, today[(c["method"], c["profile"], c["dataset"])])
+                                      for c in cfgs])
 
 
 def load_no_harm(root: str | Path | None = None) -> pd.DataFrame | None:
