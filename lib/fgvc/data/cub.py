@@ -103,11 +103,16 @@ def _genera(base: Path, classes: list[str]) -> list[str]:
     return synthbirds_genera(base, classes) or [cub_genus(c) for c in classes]
 
 
+def species_name(folder: str) -> str:
+    """A CUB class folder's species, its ``NNN.`` prefix dropped: ``136.Barn_Swallow`` ->
+    ``Barn_Swallow`` (a name without the prefix is returned as it is)."""
+    number, dot, rest = folder.partition(".")
+    return rest if dot and number.isdigit() else folder
+
+
 def cub_genus(class_name: str) -> str:
     """The CUB bird group of a class name: its last word (``NNN.`` prefix and ``_`` separators)."""
-    number, dot, rest = class_name.partition(".")
-    name = rest if dot and number.isdigit() else class_name
-    return name.replace(" ", "_").strip("_").split("_")[-1]
+    return species_name(class_name).replace(" ", "_").strip("_").split("_")[-1]
 
 
 def synthbirds_genera(base: Path, classes: Sequence[str]) -> list[str] | None:

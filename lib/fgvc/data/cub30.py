@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 from fgvc.data.base import DatasetNotFound, MalformedIndex, Split, read_rows
-from fgvc.data.cub import find_cub_dir, load_cub
+from fgvc.data.cub import find_cub_dir, load_cub, species_name
 from fgvc.data.registry import DatasetInfo, register_dataset
 
 NAME = "CUB-30"
@@ -40,12 +40,6 @@ SPECIES = (
 HOW_TO_GET = ("Cut it from your own CUB-200-2011 with `python -m fgvc.data cut cub30 --source "
               "<CUB_200_2011 folder> --root data/cub30` (or pass the distributed subset's folder "
               "as the data root).")
-
-
-def species_name(folder: str) -> str:
-    """A CUB class folder's species: ``136.Barn_Swallow`` -> ``Barn_Swallow``."""
-    number, dot, rest = folder.partition(".")
-    return rest if dot and number.isdigit() else folder
 
 
 def load_cub30(root: str | os.PathLike) -> Split:
@@ -73,12 +67,13 @@ def cut(cub_root: str | os.PathLike, out: str | os.PathLike, size: int = SIZE) -
     def rows(name, types):
         return read_rows(src / name, types, "CUB-200-2011", text_last=types[-1] is str)
 
-    folders = {species_name(f): f for _, f in rows("classes.txt", (int, str))}
-    ids = {name: cid for cid, name in rows("classes.txt", (int, str))}
+    classes = rows("classes.txt", (int, str))
+    folders = {species_name(f): f for _, f in classes}
+    ids = {species_name(f): cid for cid, f in classes}
     missing = [s for s in SPECIES if s not in folders]
     if missing:
         raise DatasetNotFound(f"{src}: species not found in classes.txt: {', '.join(missing)}")
-    new_class = {ids[folders[s]]: i for i, s in enumerate(SPECIES, 1)}
+    new_class = {ids[s]: i for i, s in enumerate(SPECIES, 1)}
     labels = dict(rows("image_class_labels.txt", (int, int)))
     is_train = dict(rows("train_test_split.txt", (int, int)))
     dest = Path(out).expanduser() / "CUB_200_2011"
