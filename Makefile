@@ -53,9 +53,10 @@ study-cub30: $(STAMP)
 	$(STUDY) $(BIN)/python -m fgvc.study.grid --profile transfer --grid real_photos --data-root $(CUB30)
 	$(BIN)/python -m fgvc.study.report --profile transfer --records results --write
 
-## The lr sweep on validation that chose each method's lr (results/sweep/, not part of the study's time).
+## The lr sweeps on validation that chose the lrs: the backbone's on the baseline, then each method's head lr (results/sweep/, not part of the study's time).
 sweep: $(STAMP)
-	$(STUDY) $(BIN)/python -m fgvc.study.sweep --run --profile transfer
+	$(STUDY) $(BIN)/python -m fgvc.study.sweep --run --profile transfer --param train.lr --methods baseline
+	$(STUDY) $(BIN)/python -m fgvc.study.sweep --run --profile transfer --param train.head_lr --methods ma_ea,lafe,pcanet,focus
 
 ## Maintainers: every other ablation row of every paper (transfer profile) into results/, then the report.
 ablations: $(STAMP)

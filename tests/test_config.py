@@ -136,10 +136,11 @@ def test_every_committed_record_keeps_its_hash():
 
 
 def test_an_added_train_setting_counts_only_off_its_default():
-    cfg = resolve("baseline")
+    cfg = resolve("baseline", profile="transfer_v1")   # a profile that does not set head_lr
     assert cfg["train"]["head_lr"] is None  # every profile gets the default
-    assert resolve("baseline", overrides={"train.head_lr": None})["config_hash"] == cfg["config_hash"]
-    set_ = resolve("baseline", overrides={"train.head_lr": 0.08})
+    assert resolve("baseline", profile="transfer_v1",
+                   overrides={"train.head_lr": None})["config_hash"] == cfg["config_hash"]
+    set_ = resolve("baseline", profile="transfer_v1", overrides={"train.head_lr": 0.08})
     assert set_["train"]["head_lr"] == 0.08 and set_["config_hash"] != cfg["config_hash"]
     paper = resolve("baseline", profile="paper", dataset="cub")
     assert paper["train"]["head_lr"] is None
@@ -223,18 +224,40 @@ def test_a_bad_extension_is_an_error(tmp_path, monkeypatch):
         load("orphan")
 
 
-def test_transfer_next_is_transfer_with_one_backbone_recipe():
+def test_transfer_next_is_transfer_v1_with_one_backbone_recipe():
     from fgvc.methods import list_methods
 
-    nxt, transfer = load_profile("transfer_next"), load_profile("transfer")
-    assert nxt["grid"]["study"] == transfer["grid"]["study"] and nxt["data"] == transfer["data"]
+    nxt, v1 = load_profile("transfer_next"), load_profile("transfer_v1")
+    assert nxt["grid"]["study"] == v1["grid"]["study"] and nxt["data"] == v1["data"]
     for method in list_methods():
-        cfg, old = resolve(method, profile="transfer_next"), resolve(method)
+        cfg, old = resolve(method, profile="transfer_next"), resolve(method, profile="transfer_v1")
         t = cfg["train"]
         assert t["lr"] * t["backbone_lr_mult"] == pytest.approx(0.008) and t["head_lr"] is not None
         chosen = nxt["methods"].get(method, {}).get("model", {})  # the fair transplant's choices
         assert cfg["model"] == {**old["model"], **chosen} and cfg["data"] == old["data"]
         assert cfg["run_id"] != old["run_id"] and cfg["config_hash"] != old["config_hash"]
+
+
+def test_transfer_is_transfer_regime_merged():
+    """The evidence issue merged transfer_next and transfer_regime into transfer.yaml: every
+    run of every method and variant resolves to the settings the regime's readings measured
+    (only the profile's name, and with it the run id and hash, differ), and the study's grid is
+    the regime's."""
+    from fgvc.methods import list_methods
+    from fgvc.study.config import load_variants
+
+    for method in list_methods():
+        for variant in load_variants(method):
+            for seed in (0, 2):
+                cfg = resolve(method, variant, profile="transfer", seed=seed)
+                regime = resolve(method, variant, profile="transfer_regime", seed=seed)
+                same = ("data", "model", "train", "protocol", "dataset", "seed")
+                assert {k: cfg[k] for k in same} == {k: regime[k] for k in same}, (method, variant)
+                assert cfg["config_hash"] != regime["config_hash"]
+    new, regime = load_profile("transfer"), load_profile("transfer_regime")
+    for grid in ("study", "ablations", "sweep", "real_photos"):
+        assert new["grid"][grid] == regime["grid"][grid]
+    assert new["seeds"] == regime["seeds"] and new["grid_workers"] == regime["grid_workers"]
 
 
 def test_a_key_under_data_synth_changes_that_key_and_keeps_the_profiles_spec():

@@ -143,13 +143,17 @@ def test_named_grids_of_a_profile():
     assert grid_blocks(named, "ablations") == [{"variants": "all"}]
     with pytest.raises(ValueError, match="valid: \\['ablations', 'study'\\]"):
         grid_blocks(named, "nope")
-    seeds = Counter((s.method, s.variant) for s in plan("transfer"))
-    assert {("ma_ea", "pool_ma"), ("lafe", "no_fusion"), ("pcanet", "ae_center"),
-            ("focus", "image_only"), ("baseline", "full")} <= set(seeds)
-    diagnostic = {("ma_ea", "resnet"), ("ma_ea", "pool")}    # where ma_ea's loss sits, seed 0
-    assert {arm for arm, n in seeds.items() if n == 1} == diagnostic
-    assert all(n == 3 for arm, n in seeds.items() if arm not in diagnostic)  # comparisons: 3 seeds
-    assert len(plan("transfer", grid="seeds5")) == 5 * (len(seeds) - len(diagnostic))
+    from fgvc.methods import list_methods
+
+    study = Counter((s.method, s.variant) for s in plan("transfer"))   # every method's full, 3 seeds
+    assert study == {(m, "full"): 3 for m in list_methods()}
+    ablations = Counter((s.method, s.variant) for s in plan("transfer", grid="ablations"))
+    main_rows = {("ma_ea", "pool_ma"), ("lafe", "no_fusion"), ("pcanet", "ae_center"),
+                 ("focus", "image_only")}
+    assert {arm for arm, n in ablations.items() if n == 3} == main_rows   # at the study's seeds
+    assert ("ma_ea", "resnet") in ablations
+    assert all(n == 1 for arm, n in ablations.items() if arm not in main_rows)
+    assert len(plan("transfer", grid="seeds5")) == 5 * len(study)
 
 
 def _record(cfg: dict, config_hash: str | None = None, wall_time_s: float = 60.0) -> None:

@@ -55,9 +55,7 @@ def test_head_lr_sets_the_new_modules_lr_only_and_both_follow_the_schedule():
 
 @pytest.mark.parametrize("profile, folder, param", [
     ("transfer_next", "head_lr", "head_lr"),            # the fair transplant, 5 epochs
-    ("transfer_regime", "regime_head_lr", "head_lr"),   # the regime, 20 epochs
-    # not ("transfer_regime", "regime_lr", "lr"): the baseline's lr sweep at 20 epochs chose
-    # 0.16 on one seed; the profile keeps 0.08 until more seeds confirm it (lab record)
+    # the regime's (20 epochs) are the default profile's: tests/test_sweep.py
 ])
 def test_the_profiles_lrs_are_the_sweeps_choices(profile, folder, param):
     """Each swept method's lr in the profile is what the committed sweep chose on validation

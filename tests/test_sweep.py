@@ -28,7 +28,7 @@ def test_choice_keeps_the_default_unless_the_gain_exceeds_one_validation_image()
 def test_report_reads_records_and_never_the_test_split(tmp_path, monkeypatch):
     monkeypatch.setenv("FGVC_RESULTS", str(tmp_path))
     for i, (lr, val, test) in enumerate([(0.01, 40.0, 99.0), (0.02, 45.0, 1.0)]):
-        d = tmp_path / "sweep" / "runs" / f"r{i}"
+        d = tmp_path / "sweep" / "lr" / "runs" / f"r{i}"
         d.mkdir(parents=True)
         (d / "config.json").write_text(json.dumps({"profile": "transfer", "train": {"lr": lr}}))
         (d / "metrics.json").write_text(json.dumps({
@@ -37,23 +37,24 @@ def test_report_reads_records_and_never_the_test_split(tmp_path, monkeypatch):
             "run_id": f"r{i}"}))
     chosen = sweep.report("transfer")
     assert chosen["chosen_lr"].tolist() == [0.02]          # best on val (45 > 40), not on test
-    md = (tmp_path / "sweep" / "sweep.md").read_text()
+    md = (tmp_path / "sweep" / "lr" / "sweep.md").read_text()
     assert "| baseline |" in md and "lr 0.01" in md and "99" not in md
-    assert pd.read_csv(tmp_path / "sweep" / "sweep.csv")["val_top1"].dtype.kind == "f"
+    assert pd.read_csv(tmp_path / "sweep" / "lr" / "sweep.csv")["val_top1"].dtype.kind == "f"
 
 
-@pytest.mark.parametrize("method", list_methods())
-def test_profile_lr_is_the_committed_sweep_choice(method):
-    """The default profile's per-method lr equals the choice from the committed sweep records."""
-    from fgvc.study.config import resolve
+@pytest.mark.parametrize("param", ["lr", "head_lr"])
+def test_the_default_profiles_lrs_are_the_committed_sweeps_choices(param):
+    """transfer's train.lr (one backbone recipe: every method's) and each swept method's
+    head_lr equal the choices of the committed sweeps, results/sweep/<param>/chosen.csv."""
     from fgvc.paths import ROOT
-    chosen = ROOT / "results" / "sweep" / "chosen.csv"
-    if not chosen.is_file():
-        pytest.skip("no committed sweep")
-    c = pd.read_csv(chosen).set_index("method")
-    if set(c.index) != set(list_methods()):
-        pytest.skip("sweep incomplete: the chosen lrs are applied once every method is swept")
-    assert resolve(method)["train"]["lr"] == pytest.approx(c.loc[method, "chosen_lr"])
+    from fgvc.study.config import resolve
+
+    chosen = pd.read_csv(ROOT / "results" / "sweep" / param / "chosen.csv").set_index("method")
+    assert len(chosen) >= 1
+    for method in chosen.index:
+        assert resolve(method)["train"][param] == pytest.approx(chosen.loc[method, "chosen_lr"]), method
+    if param == "lr":
+        assert {resolve(m)["train"]["lr"] for m in list_methods()} == {chosen["chosen_lr"].iloc[0]}
 
 
 def test_range_extends_where_the_best_lr_lies_at_an_edge_and_not_past_divergence():
@@ -61,7 +62,7 @@ def test_range_extends_where_the_best_lr_lies_at_an_edge_and_not_past_divergence
                 ("down", 0.01, 30.0), ("down", 0.02, 20.0), ("down", 0.04, 6.0),  # best at bottom
                 ("inside", 0.01, 50.0), ("inside", 0.02, 70.0), ("inside", 0.04, 60.0),
                 ("tie", 0.04, 6.25), ("tie", 0.01, 6.25), ("tie", 0.02, 6.25),   # tie -> lowest
-                ("limit", 0.08, 40.0), ("limit", 0.16, 50.0)])                   # at LR_LIMITS
+                ("limit", 0.16, 40.0), ("limit", 0.32, 50.0)])                   # at LR_LIMITS
     t["num_classes"] = 16
     assert sweep.extensions(t) == {"up": 0.08, "down": 0.005, "tie": 0.005}
     assert sweep.diverged(t) == {"down": 0.04, "tie": 0.01}     # val <= 2 x chance (12.5 %)
@@ -86,21 +87,33 @@ def test_a_newer_record_of_the_same_point_supersedes_an_older_one(tmp_path):
 
 
 # ------------------------------------------------------------ the head-lr sweep (--param)
-def test_a_head_lr_sweep_never_writes_into_results_sweep(tmp_path, monkeypatch):
+def test_each_swept_parameter_has_its_folder_under_sweep(tmp_path, monkeypatch):
     from fgvc.paths import ROOT, SCRATCH
 
     monkeypatch.delenv("FGVC_RESULTS", raising=False)
-    assert sweep.sweep_root() == SCRATCH / "results" / "sweep"   # the study's lrs: make sweep sets results/
-    assert sweep.sweep_root("train.head_lr") == SCRATCH / "results" / "sweep_head_lr"  # git-ignored
+    assert sweep.sweep_root() == SCRATCH / "results" / "sweep" / "lr"   # make sweep sets results/
+    assert sweep.sweep_root("train.head_lr") == SCRATCH / "results" / "sweep" / "head_lr"
     assert sweep.sweep_root("train.head_lr", "results/readings/head_lr") == \
         ROOT / "results" / "readings" / "head_lr"
-    with pytest.raises(ValueError, match="never writes into results/sweep/"):
-        sweep.sweep_root("train.head_lr", ROOT / "results" / "sweep")
     with pytest.raises(ValueError, match="unknown sweep parameter 'train.epochs'"):
         sweep.sweep_root("train.epochs")
     monkeypatch.setenv("FGVC_RESULTS", str(tmp_path))
-    assert sweep.sweep_root("train.head_lr") == tmp_path / "sweep_head_lr"
-    assert sweep.sweep_root() == tmp_path / "sweep"
+    assert sweep.sweep_root("train.head_lr") == tmp_path / "sweep" / "head_lr"
+    assert sweep.sweep_root() == tmp_path / "sweep" / "lr"
+
+
+def test_a_value_trained_on_more_seeds_counts_by_its_mean():
+    """One seed's lucky run does not choose: 0.16 reads 84 on seed 0 but 78 on average."""
+    t = pd.DataFrame([{"method": "baseline", "lr": lr, "val_top1": v, "n_val": 800, "seed": s}
+                      for lr, v, s in [(0.08, 82.0, 0), (0.08, 80.0, 1), (0.08, 81.0, 2),
+                                       (0.16, 84.0, 0), (0.16, 75.0, 1), (0.16, 75.0, 2),
+                                       (0.04, 70.0, 0)]])
+    got = sweep.choose(t, default_lr=0.08).iloc[0]
+    assert got["chosen_lr"] == 0.08 and got["best_val_top1"] == 81.0
+    assert got["seeds_at_chosen"] == 3 and got["lrs_tried"] == 3
+    t.loc[t["lr"] == 0.16, "val_top1"] = 84.0                  # 84 on every seed: +3 > one image
+    got = sweep.choose(t, default_lr=0.08).iloc[0]
+    assert got["chosen_lr"] == 0.16 and got["val_top1_at_default"] == 81.0
 
 
 def test_a_head_lr_sweep_sets_head_lr_only_and_reads_it_back(tmp_path, monkeypatch):

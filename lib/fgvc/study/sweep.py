@@ -1,29 +1,31 @@
-"""The learning-rate sweep that chooses each method's lr for the default study, on validation.
+"""The learning-rate sweeps that choose the default study's lrs, on validation.
 
-    python -m fgvc.study.sweep --run [--profile transfer]     # train the sweep's runs (make sweep)
-    python -m fgvc.study.sweep [--profile transfer]           # table and choice from the records
+    python -m fgvc.study.sweep --run [--profile transfer] [--param train.lr] [--methods baseline]
+    python -m fgvc.study.sweep --run --param train.head_lr --methods ma_ea,lafe,pcanet,focus
+    python -m fgvc.study.sweep [--profile transfer] [--param ...]   # table and choice from the records
 
-Every method's `full` variant is trained once per value of `LRS` (seed 0, the profile's
-budget: same epochs, images and input size for every method) with the grid `sweep` of the
-profile, into results/sweep/ (its own records, not counted in the study's time). Where a
-method's best lr lies at the edge of what it has tried, the sweep extends that method's range
-by a factor of 2 in that direction (within `LR_LIMITS`) and trains again, until its best lr has
-a tried neighbour on both sides or the limit is reached: the grid is the same for every method
-and each method is tried where its optimum lies, not only where the baseline's does. A method
-whose val top-1 at some lr is at most twice chance (it did not learn) is not tried above that
-lr. The choice
-per method is the lr with the best validation top-1 (best epoch); the test split is never
-read. A tie, or a gain of no more than one validation image over the profile's lr, keeps the
-profile's lr, because one image of 120 is within the split's noise. The chosen values are
-copied by hand into the profile's per-method overrides (`methods.<m>.train.lr`), which
-tests/test_sweep.py checks against the committed records once every method is swept (the
-choices are applied together: tuning some methods and not others would bias the comparison).
+One backbone recipe (the profile's train.lr x backbone_lr_mult for every method's pretrained
+layers) and each method's own new modules at its train.head_lr: `make sweep` sweeps train.lr
+on the baseline into results/sweep/lr/, then each method's head_lr into results/sweep/head_lr/.
+Each value is one run of the method's `full` variant (seed 0, the profile's budget: same
+epochs, images and input size for every method) with the grid `sweep` of the profile (its own
+records, not counted in the study's time). Where a method's best value lies at the edge of what
+it has tried, the sweep extends that method's range by a factor of 2 in that direction (within
+the limits of `PARAMS`) and trains again, until its best has a tried neighbour on both sides or
+the limit is reached: each method is tried where its optimum lies, not only where the
+baseline's does. A method whose val top-1 at some value is at most twice chance (it did not
+learn) is not tried above it. The choice per method is the value with the best validation top-1
+(best epoch; the mean over seeds where a value was also trained on other seeds, by hand:
+`python -m fgvc.study.train --seed S --set <param>=<v>` into the same folder); the test split is
+never read. A tie, or a gain of no more than one validation image over the profile's value,
+keeps the profile's, because one image is within the split's noise. The chosen values are
+copied by hand into the profile (`train.lr`, `methods.<m>.train.head_lr`), which
+tests/test_sweep.py checks against the committed chosen.csv files (the choices are applied
+together: tuning some methods and not others would bias the comparison).
 
-`--param train.head_lr` sweeps the lr of the methods' new modules instead, each method's
-backbone fixed at its profile's train.lr x backbone_lr_mult (the values and limits of
-`PARAMS`), into the folder given by --out, else <results root>/sweep_head_lr (the git-ignored
-scratch folder by default); never into results/sweep/, the records of the study's lrs.
-In its tables and files the column `lr` holds the swept parameter's value.
+The folder is --out, else <results root>/sweep/lr or <results root>/sweep/head_lr (the results
+root is the git-ignored scratch/results unless FGVC_RESULTS says otherwise, as `make sweep`
+does). In its tables and files the column `lr` holds the swept parameter's value.
 """
 from __future__ import annotations
 
@@ -42,8 +44,8 @@ from fgvc.methods import list_methods
 from fgvc.paths import ROOT, checkpoints_dir, results_dir
 from fgvc.study.results import did_not_learn
 
-LRS = (0.01, 0.02, 0.04)
-LR_LIMITS = (0.00125, 0.16)     # the extension never leaves this range (factors of 2 from 0.01)
+LRS = (0.04, 0.08, 0.16)        # train.lr: around the baseline's 0.08 (x 0.1 for the backbone)
+LR_LIMITS = (0.00125, 0.32)     # the extension never leaves this range (factors of 2 from 0.01)
 # Swept parameter -> (values tried first, limits of the extension). head_lr: the new modules
 # around the baseline's 0.08, down to 2^-9 x 0.08 (pcanet's BAP head, x100 into its FC, was
 # best at 0.000625 on transfer_next; factors of 2).
@@ -54,24 +56,13 @@ PARAMS: dict[str, tuple[tuple[float, ...], tuple[float, float]]] = {
 
 
 def sweep_root(param: str = "train.lr", out: str | Path | None = None) -> Path:
-    """The folder of a sweep's records: --out, else results/sweep/ for train.lr (the study's
-    lrs, under the results root: the scratch folder unless FGVC_RESULTS says otherwise, as
-    `make sweep` does) and <results root>/sweep_<name> for another parameter, which never
-    writes into the committed results/sweep/."""
+    """The folder of a sweep's records: --out, else <results root>/sweep/<lr | head_lr>."""
     if param not in PARAMS:
         raise ValueError(f"unknown sweep parameter {param!r}; valid: {list(PARAMS)}")
-    name = param.split(".")[-1]
-    if out is not None:
-        root = Path(out).expanduser()
-        root = root if root.is_absolute() else ROOT / root
-    elif param == "train.lr":
-        return results_dir() / "sweep"
-    else:
-        root = results_dir() / f"sweep_{name}"
-    if param != "train.lr" and root.resolve() == (ROOT / "results" / "sweep").resolve():
-        raise ValueError(f"a sweep of {param} never writes into results/sweep/ (the records of "
-                         "the study's lrs); give another --out")
-    return root
+    if out is None:
+        return results_dir() / "sweep" / param.split(".")[-1]
+    root = Path(out).expanduser()
+    return root if root.is_absolute() else ROOT / root
 
 
 def _value(train: dict, param: str) -> float:
@@ -117,13 +108,14 @@ def below_divergence(table: pd.DataFrame, wanted: dict[str, float]) -> dict[str,
 
 
 def choose(table: pd.DataFrame, default_lr: float | dict[str, float]) -> pd.DataFrame:
-    """Per method: the lr chosen by the rule of the module docstring, with the margin.
-    `default_lr`: the profile's value, one for every method or per method (head_lr: each
-    method's own section sets its own)."""
+    """Per method: the lr chosen by the rule of the module docstring, with the margin, on the
+    mean val top-1 over the seeds each lr was trained with. `default_lr`: the profile's value,
+    one for every method or per method (head_lr: each method's own section sets its own)."""
     out = []
-    for method, g in table.groupby("method", sort=False):
-        g = g.sort_values("lr")
-        best = g.loc[g["val_top1"].idxmax()]
+    for method, runs in table.groupby("method", sort=False):
+        g = runs.groupby("lr", as_index=False).agg(val_top1=("val_top1", "mean"),
+                                                    n_val=("n_val", "max"), seeds=("val_top1", "size"))
+        best = g.loc[g["val_top1"].idxmax()]                   # a tie goes to the lower lr
         own = default_lr.get(method) if isinstance(default_lr, dict) else default_lr
         base = g[np.isclose(g["lr"], own)] if own is not None else g.iloc[:0]
         one_image = 100.0 / max(int(g["n_val"].max()), 1)
@@ -132,7 +124,8 @@ def choose(table: pd.DataFrame, default_lr: float | dict[str, float]) -> pd.Data
         out.append({"method": method, "profile_lr": own, "chosen_lr": chosen,
                     "best_val_top1": float(best["val_top1"]),
                     "val_top1_at_default": float(base["val_top1"].iloc[0]) if not base.empty else None,
-                    "lrs_tried": len(g)})
+                    "lrs_tried": len(g),
+                    "seeds_at_chosen": int(g.loc[np.isclose(g["lr"], chosen), "seeds"].sum())})
     return pd.DataFrame(out)
 
 
@@ -166,8 +159,9 @@ def report(profile: str = "transfer", root: Path | None = None,
     io.write_text(root / "sweep.csv", table.to_csv(index=False))
     io.write_text(root / "chosen.csv", chosen.to_csv(index=False))
     what = "learning rate" if param == "train.lr" else f"{param} (column lr)"
+    seeds = ", ".join(str(x) for x in sorted(table["seed"].unique()))
     md = (f"Validation top-1 (%) of each method's full model by {what}, profile "
-          f"{profile}, seed 0, protocol val (best epoch; {int(table['n_val'].max())} val images, "
+          f"{profile}, seeds {seeds} (the mean where a value has more than one), protocol val (best epoch; {int(table['n_val'].max())} val images, "
           f"one image = {100 / table['n_val'].max():.2f} points). Test is not read.\n\n"
           + _blank(wide(table)).to_markdown() + "\n\nChosen by the rule (a gain of one val image or less keeps "
           "profile_lr, the profile's value); applied to the profile once every "
@@ -233,11 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", action="store_true", help="train the sweep's runs first")
     p.add_argument("--methods", help="comma-separated methods (with --run)")
     p.add_argument("--param", default="train.lr", choices=list(PARAMS),
-                   help="the swept setting: train.lr (the study's lrs, into results/sweep/) or "
-                        "train.head_lr (the new modules' lr, each backbone at its profile's)")
-    p.add_argument("--out", help="folder of the sweep's records (default: <results root>/sweep "
-                                 "for train.lr, <results root>/sweep_head_lr for train.head_lr; "
-                                 "the results root is scratch/results unless $FGVC_RESULTS)")
+                   help="the swept setting: train.lr (the backbone recipe and the baseline's head) "
+                        "or train.head_lr (a method's new modules, its backbone at the profile's)")
+    p.add_argument("--out", help="folder of the sweep's records (default: <results root>/sweep/lr "
+                                 "or <results root>/sweep/head_lr; the results root is "
+                                 "scratch/results unless $FGVC_RESULTS)")
     p.add_argument("--lrs", help="comma-separated values of --param (with --run; default: "
                                  + "; ".join(f"{k}: {','.join(f'{x:g}' for x in v[0])}"
                                              for k, v in PARAMS.items()) + ")")
@@ -245,10 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="train only --lrs, do not extend a range whose best lies at its edge")
     a = p.parse_args(argv)
     lrs = tuple(float(x) for x in a.lrs.split(",")) if a.lrs else None
-    try:
-        root = sweep_root(a.param, a.out)
-    except ValueError as e:
-        p.error(str(e))
+    root = sweep_root(a.param, a.out)
     rc = run_sweep(a.profile, a.methods, lrs, not a.no_extend, a.param, root) if a.run else 0
     report(a.profile, root, a.param)
     return rc
