@@ -164,8 +164,8 @@ def report(profile: str = "transfer", root: Path | None = None,
           f"{profile}, seeds {seeds} (the mean where a value has more than one), protocol val (best epoch; {int(table['n_val'].max())} val images, "
           f"one image = {100 / table['n_val'].max():.2f} points). Test is not read.\n\n"
           + _blank(wide(table)).to_markdown() + "\n\nChosen by the rule (a gain of one val image or less keeps "
-          "profile_lr, the profile's value); applied to the profile once every "
-          "method is swept:\n\n" + chosen.to_markdown(index=False) + "\n")
+          "profile_lr, the profile's value when the table was written); the profile takes "
+          "each choice but those tests/test_sweep.py lists in NOT_TAKEN, with the reason:\n\n" + chosen.to_markdown(index=False) + "\n")
     io.write_text(root / "sweep.md", md)
     print(md)
     return chosen
