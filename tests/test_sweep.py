@@ -123,9 +123,11 @@ def test_a_value_trained_on_more_seeds_counts_by_its_mean():
     got = sweep.choose(t, default_lr=0.08).iloc[0]
     assert got["chosen_lr"] == 0.08 and got["best_val_top1"] == 81.0
     assert got["seeds_at_chosen"] == 3 and got["lrs_tried"] == 3
+    assert sweep.extensions(t) == {}            # the best mean lies inside: nothing to extend
     t.loc[t["lr"] == 0.16, "val_top1"] = 84.0                  # 84 on every seed: +3 > one image
     got = sweep.choose(t, default_lr=0.08).iloc[0]
     assert got["chosen_lr"] == 0.16 and got["val_top1_at_default"] == 81.0
+    assert sweep.extensions(t) == {"baseline": 0.32}
 
 
 def test_a_head_lr_sweep_sets_head_lr_only_and_reads_it_back(tmp_path, monkeypatch):

@@ -172,10 +172,10 @@ def report(profile: str = "transfer", root: Path | None = None,
 
 
 def extensions(table: pd.DataFrame, limits: tuple[float, float] = LR_LIMITS) -> dict[str, float]:
-    """Per method whose best val top-1 lies at an edge of its tried lrs: the next lr (x2 or /2)."""
+    """Per method whose best (mean) val top-1 lies at an edge of its tried lrs: the next lr (x2 or /2)."""
     out = {}
-    for method, g in table.groupby("method", sort=False):
-        g = g.sort_values("lr")              # a tie goes to the lower lr
+    for method, runs in table.groupby("method", sort=False):
+        g = runs.groupby("lr", as_index=False)["val_top1"].mean()  # by lr, as choose(); a tie: the lower
         lrs = list(g["lr"])
         best = float(g.loc[g["val_top1"].idxmax(), "lr"])
         if best == lrs[-1] and best * 2 <= limits[1] * (1 + 1e-9):
