@@ -72,6 +72,13 @@ def test_a_report_writes_only_a_complete_grid_and_says_what_it_replaced(tmp_path
     assert out.done == [("tables/same.md", "unchanged"), ("tables/old.md", "replaced"),
                         ("tables/new.md", "new")]
     assert "replaced  tables/old.md" in out.summary()
+    # a chart with nothing to show removes the one an earlier study left, and only that
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures/ablation_x.png").write_bytes(b"old chart")
+    out.figure(None, "figures/ablation_x.png")
+    out.figure(None, "figures/ablation_y.png")
+    assert not (tmp_path / "figures/ablation_x.png").exists()
+    assert out.done[-1] == ("figures/ablation_x.png", "removed") and len(out.done) == 4
 
 
 def test_each_other_dataset_of_the_profile_gets_its_own_gallery_notebook(tmp_path, monkeypatch):

@@ -83,12 +83,18 @@ class Outputs:
             self._record(rel, old)
 
     def figure(self, fig, rel: str) -> None:
-        """Save `fig` as PNG to `root/rel` (when writing), with fgvc.study.figures.save."""
+        """Save `fig` as PNG to `root/rel` (when writing), with fgvc.study.figures.save. `fig`
+        None (nothing to chart in these records) removes a figure an earlier study left there."""
         if self.write:
             from fgvc.study.figures import save
 
             old = self._old(rel)
             save(fig, self.root / rel)
+            if fig is None:
+                if old is not None:
+                    (self.root / rel).unlink()
+                    self.done.append((rel, "removed"))
+                return
             self._record(rel, old)
 
     def summary(self) -> str:
