@@ -40,7 +40,7 @@ study: $(STAMP)
 
 ## Maintainers: replace the committed records with a new study on purpose (results/), then the report.
 study-new: $(STAMP)
-	$(STUDY) $(BIN)/python -m fgvc.study.grid --profile transfer --replace all
+	$(STUDY) $(BIN)/python -m fgvc.study.grid --profile transfer --replace stale
 	$(BIN)/python -m fgvc.study.report --profile transfer --records results --write
 
 ## Maintainers: on a fresh clone, reproduce and commit results/reproduction.{md,csv}.
