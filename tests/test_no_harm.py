@@ -169,9 +169,10 @@ def test_cli_writes_markdown_and_csv(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- this issue
 @pytest.mark.slow
 def test_transfer_ma_ea_pool_graft_harms_and_resnet_does_not():
-    """Lite0 with ImageNet weights at 128 px (the transfer profile): ma_ea's stem-pool graft
-    (`pool`) loses the probe, its `resnet` row (the baseline's network) keeps it."""
-    df = nh.step0("transfer", methods=["ma_ea"], variants=["resnet", "pool"], images=320,
+    """Lite0 with ImageNet weights at 128 px (transfer_v1, the default before the fair
+    transplant, where `pool` is the graft): ma_ea's stem-pool graft loses the probe, its
+    `resnet` row (the baseline's network) keeps it."""
+    df = nh.step0("transfer_v1", methods=["ma_ea"], variants=["resnet", "pool"], images=320,
                   log=lambda *_: None).set_index("variant")
     assert not df.loc["resnet", "harms"]
     assert df.loc["pool", "harms"]

@@ -441,11 +441,16 @@ def test_committed_pcanet_records_keep_their_hash():
 
     if not hasattr(study_config, "added_model_fields"):
         pytest.skip("config_hash does not drop added settings yet (fgvc.study.config)")
+    root = Path(__file__).parents[1] / "results"
+    # the earlier default's records, made when transfer_v1 was named transfer
     for variant in ("full", "ae_center"):
-        run = Path(__file__).parents[1] / f"results/runs/transfer-synthbirds-pcanet-{variant}-s0"
+        run = root / f"readings/transfer_v1/runs/transfer-synthbirds-pcanet-{variant}-s0"
         rec = json.loads((run / "config.json").read_text())
-        cfg = study_config.resolve("pcanet", variant, profile="transfer", seed=0)
-        assert study_config.config_hash(cfg) == rec["config_hash"]
+        cfg = study_config.resolve("pcanet", variant, profile="transfer_v1", seed=0)
+        assert study_config.config_hash({**cfg, "profile": "transfer"}) == rec["config_hash"]
+    rec = json.loads((root / "runs/transfer-synthbirds-pcanet-full-s0/config.json").read_text())
+    cfg = study_config.resolve("pcanet", "full", profile="transfer", seed=0)
+    assert study_config.config_hash(cfg) == rec["config_hash"]
 
 
 def test_learned_attention_maps_shapes_gradients_and_parameter_group():
