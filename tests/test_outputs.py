@@ -8,6 +8,7 @@ import pytest
 
 from fgvc import paths
 from fgvc.paths import NOTEBOOKS, ROOT, SCRATCH, STUDY
+from fgvc.data.registry import list_datasets
 from fgvc.study import grid
 from fgvc.study.notebook import KERNELSPEC, normalise
 from fgvc.study import report
@@ -99,6 +100,18 @@ def test_each_other_dataset_of_the_profile_gets_its_own_gallery_notebook(tmp_pat
     ran.clear()
     report.build("transfer", ["30_report.ipynb"], tmp_path)            # no gallery asked: none
     assert [r[1] for r in ran] == ["30_report.ipynb"]
+
+
+@pytest.mark.parametrize("dataset", list_datasets())
+def test_a_real_datasets_gallery_stays_out_of_git_and_synthbirds_is_committed(dataset):
+    """A gallery shows the dataset's photos: CUB's terms (CUB-30 included) keep them out of
+    the repository; SynthBirds' generated images are the study's own."""
+    paths = [f"results/figures/gallery_{dataset}_gradcam.png",
+             "results/reports/20_gradcam.ipynb" if dataset == "synthbirds"
+             else f"results/reports/20_gradcam_{dataset}.ipynb"]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=ROOT,
+                             capture_output=True, text=True).stdout.split()
+    assert ignored == ([] if dataset == "synthbirds" else paths)
 
 
 # the notebooks and the executed reports JupyterLab shows (make lab: the whole repository)
