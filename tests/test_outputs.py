@@ -10,6 +10,7 @@ from fgvc import paths
 from fgvc.paths import NOTEBOOKS, ROOT, SCRATCH, STUDY
 from fgvc.data.registry import list_datasets
 from fgvc.study import grid
+from fgvc.study.config import load_profile
 from fgvc.study.notebook import KERNELSPEC, normalise
 from fgvc.study import report
 from fgvc.study.report import Outputs, grid_gaps
@@ -52,8 +53,9 @@ def test_the_grid_passes_its_destination_to_the_training_notebook(isolated_resul
 
 
 def test_a_report_writes_only_a_complete_grid_and_says_what_it_replaced(tmp_path):
-    study = load_runs(STUDY)
-    study = study[study["profile"] == "transfer"]
+    study = load_runs(STUDY)   # the default study's grid: its profile's runs on its own dataset
+    study = study[(study["profile"] == "transfer")
+                  & (study["dataset"] == load_profile("transfer")["dataset"])]
     assert grid_gaps(study, "transfer") == []
     part = Outputs(tmp_path, study.iloc[1:], "transfer", write=True)
     assert not part.write and study["run_id"].iloc[0] in part.status()
